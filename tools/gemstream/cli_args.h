@@ -1,0 +1,42 @@
+// Minimal command-line parsing for the gemstream subcommands.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace gemstream::cli {
+
+class UsageError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+// Splits argv into positionals and --name value / --name=value / -o value options.
+// `flags` are options that take no value. Unknown options are a UsageError.
+class Args {
+public:
+  Args(const std::vector<std::string> &argv, const std::set<std::string> &options,
+       const std::set<std::string> &flags = {});
+
+  const std::vector<std::string> &positionals() const { return positionals_; }
+  std::optional<std::string> get(const std::string &name) const;
+  std::string get_or(const std::string &name, const std::string &fallback) const;
+  bool has_flag(const std::string &name) const { return flags_.count(name) > 0; }
+  // Parses a non-negative number, with an optional "s"/"ms" suffix for durations when
+  // `duration_ms` is true (returns milliseconds).
+  double number(const std::string &name, double fallback) const;
+
+private:
+  std::vector<std::string> positionals_;
+  std::map<std::string, std::string> values_;
+  std::set<std::string> flags_;
+};
+
+// A file-name-safe slug of free text: lower-case ASCII letters, digits and '-', at most 48 chars.
+std::string slugify(const std::string &text);
+
+} // namespace gemstream::cli
