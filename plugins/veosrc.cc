@@ -279,8 +279,8 @@ std::uint64_t run_job(GemVeoSrc *self, GemVeoSrcImpl *impl, const JobSpec &spec,
                         "Downloading video (" + std::to_string(now) + " bytes)", operation,
                         percent);
         });
-    post_progress(element, GST_PROGRESS_TYPE_COMPLETE, "complete", "Video ready: " + spec.path,
-                  operation, 100);
+    post_progress(element, GST_PROGRESS_TYPE_COMPLETE, "complete",
+                  "Video ready (" + std::to_string(size / 1024) + " KiB)", operation, 100);
     if (spec.resume_operation.empty())
       gemstream::gst::post_cost_message(element, "video", spec.request.model_id, spec.model_key,
                                         spec.usd_per_second * spec.request.duration_seconds,

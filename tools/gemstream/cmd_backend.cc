@@ -15,8 +15,15 @@ sem_t g_stop;
 void on_signal(int) { sem_post(&g_stop); }
 } // namespace
 
+const char *const kBackendUsage =
+    "usage: gemstream backend [--port N] [--polls N] [--bind ADDRESS] [--require-key]\n"
+    "Runs the local backend and prints its base URL; --require-key checks x-goog-api-key\n"
+    "against $GEMSTREAM_BACKEND_KEY.";
+
 int cmd_backend(const std::vector<std::string> &argv) {
   Args args(argv, {"port", "polls", "bind"}, {"require-key"});
+  if (!args.positionals().empty())
+    throw UsageError(kBackendUsage);
   LocalBackendOptions options;
   options.port = static_cast<std::uint16_t>(args.number("port", 0));
   options.polls_until_done = static_cast<int>(args.number("polls", options.polls_until_done));

@@ -207,12 +207,25 @@ const std::set<std::string> kVideoOptions = {"mood", "model", "aspect-ratio", "r
 
 } // namespace
 
+const char *const kImageUsage =
+    "usage: gemstream image \"MOTIF\" [--style minimal|abstract|nature|cosmic]\n"
+    "         [--palette \"teal and gold\"] [--model nano-banana|imagen-4|imagen-4-fast]\n"
+    "         [--aspect-ratio 1:1] [--raw] [-o FILE]\n"
+    "Generates a card cover from the card-cover template (--raw sends MOTIF verbatim).";
+const char *const kVideoUsage =
+    "usage: gemstream video \"DESCRIPTION\" [--mood calm|energetic|mysterious|focused]\n"
+    "         [--model veo-3|veo-3-fast] [--aspect-ratio 16:9|9:16] [--resolution 720p|1080p]\n"
+    "         [--image START.png] [--negative-prompt TEXT] [--operation NAME]\n"
+    "         [--poll-interval 10s] [--timeout 600s] [--raw] [-o FILE]\n"
+    "Generates an 8 s video with Veo; --operation resumes an operation instead of paying again.";
+const char *const kDemoUsage =
+    "usage: gemstream demo [--out DIR]\n"
+    "Generates a card cover (DIR/cover.png) and a background clip (DIR/background.mp4).";
+
 int cmd_image(const std::vector<std::string> &argv) {
   Args args(argv, kImageOptions, {"raw"});
   if (args.positionals().size() != 1)
-    throw UsageError("usage: gemstream image \"MOTIF\" [--style minimal|abstract|nature|cosmic] "
-                     "[--palette \"teal and gold\"] [--model nano-banana|imagen-4|imagen-4-fast] "
-                     "[--aspect-ratio 1:1] [--raw] [-o FILE]");
+    throw UsageError(kImageUsage);
   ImageJob job;
   job.motif = args.positionals()[0];
   job.style = args.get_or("style", "");
@@ -227,10 +240,7 @@ int cmd_image(const std::vector<std::string> &argv) {
 int cmd_video(const std::vector<std::string> &argv) {
   Args args(argv, kVideoOptions, {"raw"});
   if (args.positionals().size() > 1 || (args.positionals().empty() && !args.get("operation")))
-    throw UsageError("usage: gemstream video \"DESCRIPTION\" [--mood calm|energetic|mysterious|"
-                     "focused] [--model veo-3|veo-3-fast] [--aspect-ratio 16:9|9:16] "
-                     "[--resolution 720p|1080p] [--image START.png] [--negative-prompt TEXT] "
-                     "[--operation NAME] [--poll-interval 10s] [--timeout 600s] [--raw] [-o FILE]");
+    throw UsageError(kVideoUsage);
   VideoJob job;
   job.description = args.positionals().empty() ? "" : args.positionals()[0];
   job.mood = args.get_or("mood", "");
@@ -249,6 +259,8 @@ int cmd_video(const std::vector<std::string> &argv) {
 
 int cmd_demo(const std::vector<std::string> &argv) {
   Args args(argv, {"out"});
+  if (!args.positionals().empty())
+    throw UsageError(kDemoUsage);
   fs::path dir = args.get_or("out", "gemstream-out");
   const bool local = !have_api_key() && !g_getenv("GEMSTREAM_BASE_URL");
   std::printf("gemstream demo: a card cover and a background clip, on %s\n",

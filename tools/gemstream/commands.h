@@ -6,6 +6,11 @@
 
 namespace gemstream::cli {
 
+extern const char *const kImageUsage;
+extern const char *const kVideoUsage;
+extern const char *const kDemoUsage;
+extern const char *const kBackendUsage;
+
 int cmd_image(const std::vector<std::string> &args);
 int cmd_video(const std::vector<std::string> &args);
 int cmd_demo(const std::vector<std::string> &args);

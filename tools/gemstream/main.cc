@@ -5,6 +5,7 @@
 #include <gemstream/error.h>
 #include <gst/gst.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -41,6 +42,8 @@ void add_build_plugin_path() {
 } // namespace
 
 int main(int argc, char **argv) {
+  // Results go to stdout, progress to stderr: keep their order on a terminal and in logs.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
     std::fputs(kUsage, args.empty() ? stderr : stdout);
@@ -53,12 +56,16 @@ int main(int argc, char **argv) {
   add_build_plugin_path();
   gst_init(nullptr, nullptr);
 
-  using Command = int (*)(const std::vector<std::string> &);
+  struct Command {
+    int (*run)(const std::vector<std::string> &);
+    const char *usage;
+  };
+  namespace cli = gemstream::cli;
   const std::map<std::string, Command> commands = {
-      {"demo", gemstream::cli::cmd_demo},
-      {"image", gemstream::cli::cmd_image},
-      {"video", gemstream::cli::cmd_video},
-      {"backend", gemstream::cli::cmd_backend},
+      {"demo", {cli::cmd_demo, cli::kDemoUsage}},
+      {"image", {cli::cmd_image, cli::kImageUsage}},
+      {"video", {cli::cmd_video, cli::kVideoUsage}},
+      {"backend", {cli::cmd_backend, cli::kBackendUsage}},
   };
   auto it = commands.find(args[0]);
   if (it == commands.end()) {
@@ -66,8 +73,13 @@ int main(int argc, char **argv) {
     return 2;
   }
   std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (std::find(rest.begin(), rest.end(), "--help") != rest.end() ||
+      std::find(rest.begin(), rest.end(), "-h") != rest.end()) {
+    std::printf("%s\n", it->second.usage);
+    return 0;
+  }
   try {
-    return it->second(rest);
+    return it->second.run(rest);
   } catch (const gemstream::cli::UsageError &e) {
     std::fprintf(stderr, "gemstream %s: %s\n", args[0].c_str(), e.what());
     return 2;

@@ -1,0 +1,107 @@
+// The gemstream command line against an in-process local backend: files written, exit codes,
+// messages, and no partial output on failure.
+#include <gemstream/local_backend.h>
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct CliRun {
+  int code = -1;
+  std::string output;  // stdout and stderr
+};
+
+CliRun run(const std::string &args, const std::string &env = {}) {
+  std::string cmd = env + " " GEMSTREAM_CLI " " + args + " 2>&1";
+  CliRun r;
+  FILE *p = popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), p))
+    r.output.append(buf.data(), n);
+  int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string slurp(const fs::path &p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+class CliTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    backend_.start();
+    dir_ = fs::temp_directory_path() / ("gemstream-cli-" + std::to_string(getpid()));
+    fs::create_directories(dir_);
+    env_ = "GOOGLE_API_KEY= GEMINI_API_KEY= GEMSTREAM_BASE_URL=" + backend_.base_url();
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  gemstream::LocalBackend backend_;
+  fs::path dir_;
+  std::string env_;
+};
+
+} // namespace
+
+TEST_F(CliTest, ImageWritesPngAndPrintsCost) {
+  auto out = dir_ / "cover.png";
+  CliRun r = run("image \"meditation practice\" --style minimal --aspect-ratio 16:9 -o " + out.string(), env_);
+  ASSERT_EQ(r.code, 0) << r.output;
+  std::string png = slurp(out);
+  ASSERT_GT(png.size(), 24u);
+  EXPECT_EQ(png.substr(1, 3), "PNG");
+  EXPECT_NE(r.output.find("cost: $0.001"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(out.string()), std::string::npos);
+}
+
+TEST_F(CliTest, VideoWritesMp4WithProgress) {
+  auto out = dir_ / "clip.mp4";
+  CliRun r = run("video \"peaceful beach sunset\" --mood calm --poll-interval 100ms -o " + out.string(), env_);
+  ASSERT_EQ(r.code, 0) << r.output;
+  std::string mp4 = slurp(out);
+  ASSERT_GT(mp4.size(), 10000u);
+  EXPECT_EQ(mp4.substr(4, 4), "ftyp");
+  EXPECT_NE(r.output.find("Generating video"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("cost: $4.000"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out.string() + ".part"));
+}
+
+TEST_F(CliTest, FailureLeavesNoPartialFileAndSaysWhy) {
+  backend_.fail_next(1, 400);
+  auto out = dir_ / "never.png";
+  CliRun r = run("image owl -o " + out.string(), env_);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("error:"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_FALSE(fs::exists(out.string() + ".part"));
+}
+
+TEST_F(CliTest, TimeoutPrintsTheResumeCommand) {
+  backend_.set_polls_until_done(100000);
+  auto out = dir_ / "slow.mp4";
+  CliRun r = run("video waves --poll-interval 100ms --timeout 1 -o " + out.string(), env_);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("resume with: gemstream video --operation models/"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST_F(CliTest, UsageErrorsExitTwo) {
+  CliRun r = run("image owl --style baroque", env_);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("one of: none, minimal, abstract, nature, cosmic"), std::string::npos) << r.output;
+  EXPECT_EQ(run("frobnicate").code, 2);
+  CliRun help = run("video --help");
+  EXPECT_EQ(help.code, 0);
+  EXPECT_NE(help.output.find("--mood"), std::string::npos);
+}
