@@ -2,6 +2,7 @@
 
 #include "imagegensrc.h"
 #include "veosrc.h"
+#include "videoloop.h"
 
 #include <mutex>
 
@@ -9,6 +10,7 @@ gboolean gemstream_register_elements(GstPlugin *plugin) {
   gboolean ok = TRUE;
   ok &= gst_element_register(plugin, "imagegensrc", GST_RANK_NONE, GEM_TYPE_IMAGE_GEN_SRC);
   ok &= gst_element_register(plugin, "veosrc", GST_RANK_NONE, GEM_TYPE_VEO_SRC);
+  ok &= gst_element_register(plugin, "videoloop", GST_RANK_NONE, GEM_TYPE_VIDEO_LOOP);
   return ok;
 }
 

@@ -38,6 +38,7 @@ TEST(GemstreamPlugin, RegistersTheElements) {
   auto names = gemstream_elements();
   EXPECT_NE(std::find(names.begin(), names.end(), "imagegensrc"), names.end());
   EXPECT_NE(std::find(names.begin(), names.end(), "veosrc"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "videoloop"), names.end());
 }
 
 TEST_P(ElementTest, CyclesStatesRepeatedlyWithoutNetwork) {

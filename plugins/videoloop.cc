@@ -1,0 +1,1277 @@
+/**
+ * SECTION:element-videoloop
+ * @title: videoloop
+ *
+ * Turns a clip into a seamless loop: the last `crossfade` of the clip is crossfaded into its
+ * first `crossfade`, so the output, played over and over, has no visible or audible seam.
+ *
+ * With input frames f0 … f(N-1) and a crossfade of K frames the output is
+ *
+ *     fK, f(K+1), … f(N-K-1), blend(f(N-K), f0), … blend(f(N-1), f(K-1))
+ *
+ * where the weight of the head frame fj is (j + 1) / K. The last output frame is exactly
+ * f(K-1) and the next loop starts with fK, so the step across the seam is an ordinary step
+ * between neighbouring frames. The output is N - K frames long (input duration minus the
+ * crossfade), timestamped from 0 at the input frame rate; the middle frames are passed through
+ * untouched. The clip must be at least twice as long as the crossfade.
+ *
+ * Only the head (K frames, copied) and a delay line of the newest K frames are held: the tail
+ * is only known at EOS, so output runs 2 × crossfade behind the input and the element needs a
+ * finite, non-live clip. A constant frame rate is required (put `videorate` in front of a
+ * variable-rate source).
+ *
+ * Audio is optional: request the `audio_sink` pad and the matching `audio_src` pad appears. The
+ * audio is cut at the video's timeline, sample-accurately: it is delayed by the crossfade, its
+ * last crossfade is blended into its head with an equal-power curve, and it ends with the
+ * video. Audio shorter than the video is padded with silence (with a warning); longer audio is
+ * cut. One element handles both streams rather than a pair of elements because the audio cut
+ * points are defined by the video frame count, known only at the video's EOS; a pair would
+ * have to share that state out of band. The audio is pushed from its own pad task, so neither
+ * stream ever waits for the other inside a streaming thread and demuxer/muxer pipelines do not
+ * deadlock.
+ *
+ * Flushing seeks to the start (position 0) are passed upstream and restart the loop; other
+ * seeks are refused, since an output position maps onto two input positions in the crossfade.
+ *
+ * ## Example launch lines
+ * |[
+ * gst-launch-1.0 videotestsrc pattern=ball num-buffers=192 ! video/x-raw,framerate=24/1 ! videoloop ! videoconvert ! x264enc ! mp4mux ! filesink location=loop.mp4
+ * gst-launch-1.0 filesrc location=clip.mp4 ! qtdemux name=d  videoloop name=loop crossfade=500000000 \
+ *     d.video_0 ! queue ! decodebin ! videoconvert ! loop.video_sink \
+ *     d.audio_0 ! queue ! decodebin ! audioconvert ! loop.audio_sink \
+ *     loop.video_src ! queue ! videoconvert ! x264enc ! mp4mux name=mux ! filesink location=loop.mp4 \
+ *     loop.audio_src ! queue ! audioconvert ! avenc_aac ! mux.
+ * ]|
+ */
+#include "videoloop.h"
+
+#include "common/element_util.h"
+#include "common/gst_ref.h"
+#include "videoloop_blend.h"
+
+#include <gst/audio/audio.h>
+#include <gst/video/video.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <vector>
+
+GST_DEBUG_CATEGORY_STATIC(gem_video_loop_debug);
+#define GST_CAT_DEFAULT gem_video_loop_debug
+
+namespace {
+
+using gemstream::gst::Ref;
+using BufferRef = Ref<GstBuffer>;
+using CapsRef = Ref<GstCaps>;
+
+constexpr guint64 kDefaultCrossfade = GST_SECOND;
+constexpr guint64 kMinCrossfade = 40 * GST_MSECOND;
+constexpr guint64 kMaxCrossfade = 60 * GST_SECOND;
+// Output audio buffers are at most 1/50 s long.
+constexpr guint kAudioBuffersPerSecond = 50;
+
+enum { PROP_0, PROP_CROSSFADE };
+
+double seconds(GstClockTime t) { return static_cast<double>(t) / GST_SECOND; }
+
+// Frame-rate arithmetic, fixed by the video caps.
+struct Timeline {
+  gint fps_n = 0;
+  gint fps_d = 1;
+  guint64 k = 0; // crossfade, in frames
+
+  GstClockTime frame_time(guint64 frame) const {
+    return gst_util_uint64_scale(frame, GST_SECOND * static_cast<guint64>(fps_d),
+                                 static_cast<guint64>(fps_n));
+  }
+  guint64 samples(guint64 frames, gint rate) const {
+    return gst_util_uint64_scale_round(frames, static_cast<guint64>(rate) * fps_d,
+                                       static_cast<guint64>(fps_n));
+  }
+};
+
+// A byte queue that is appended at the back and consumed at the front.
+class ByteFifo {
+public:
+  std::size_t size() const { return data_.size() - front_; }
+  const guint8 *data() const { return data_.data() + front_; }
+  void append(const guint8 *p, std::size_t n) { data_.insert(data_.end(), p, p + n); }
+  void append_zeros(std::size_t n) { data_.resize(data_.size() + n, 0); }
+  void consume(std::size_t n) {
+    front_ += std::min(n, size());
+    if (front_ >= 64 * 1024 && front_ * 2 >= data_.size()) {
+      data_.erase(data_.begin(), data_.begin() + static_cast<std::ptrdiff_t>(front_));
+      front_ = 0;
+    }
+  }
+  void clear() {
+    data_.clear();
+    data_.shrink_to_fit();
+    front_ = 0;
+  }
+
+private:
+  std::vector<guint8> data_;
+  std::size_t front_ = 0;
+};
+
+// Video state owned by the video_sink streaming thread (chain and serialized events, under its
+// STREAM_LOCK), and touched by state changes only while the pads are inactive.
+struct VideoState {
+  CapsRef caps;
+  GstVideoInfo info{};
+  Timeline timeline;
+  std::vector<BufferRef> head;  // f0 … f(K-1), private copies, blended in place at EOS
+  std::deque<BufferRef> window; // the newest ≤ K frames after the head: the tail, at EOS
+  guint64 received = 0;
+  guint64 pushed = 0;
+  bool need_segment = true;
+  bool eos = false;
+  guint32 seqnum = GST_SEQNUM_INVALID;
+
+  void reset_stream() {
+    head.clear();
+    window.clear();
+    received = 0;
+    pushed = 0;
+    need_segment = true;
+    eos = false;
+  }
+  void reset_all() {
+    reset_stream();
+    caps.reset();
+    gst_video_info_init(&info);
+    timeline = {};
+    seqnum = GST_SEQNUM_INVALID;
+  }
+};
+
+// What the audio side needs to know about the video, published under Impl::lock.
+struct VideoProgress {
+  bool configured = false;
+  Timeline timeline;
+  guint64 received = 0; // frames so far; the clip length once eos is set
+  bool eos = false;
+  bool flushing = false;
+};
+
+// Audio state, under Impl::lock: written by the audio_sink streaming thread, consumed by the
+// audio_src task.
+struct AudioState {
+  CapsRef caps;
+  GstAudioInfo info{};
+  std::vector<guint8> head; // the first crossfade of input, zero-padded if the input is shorter
+  bool head_ready = false;
+  ByteFifo body; // input samples from index body_base on
+  guint64 body_base = 0;
+  guint64 received = 0; // input samples stored (head included)
+  bool eos = false;     // upstream EOS seen
+  guint64 out_pos = 0;  // output samples produced
+  bool need_segment = true;
+  bool eos_pushed = false;
+  bool length_checked = false;
+  bool flushing = true; // the task must not run; set until the src pad is activated
+  GstFlowReturn last_flow = GST_FLOW_OK;
+  guint32 seqnum = GST_SEQNUM_INVALID;
+
+  void reset_stream() {
+    head.clear();
+    head_ready = false;
+    body.clear();
+    body_base = 0;
+    received = 0;
+    eos = false;
+    out_pos = 0;
+    need_segment = true;
+    eos_pushed = false;
+    length_checked = false;
+    last_flow = GST_FLOW_OK;
+  }
+  void reset_all() {
+    reset_stream();
+    caps.reset();
+    gst_audio_info_init(&info);
+    seqnum = GST_SEQNUM_INVALID;
+  }
+};
+
+// One unit of work for the audio task, computed under the lock and pushed without it.
+struct AudioWork {
+  bool segment = false;
+  BufferRef buffer;
+  bool eos = false;
+  double short_by = 0; // seconds of missing audio to warn about
+  guint32 seqnum = GST_SEQNUM_INVALID;
+};
+
+struct Settings {
+  guint64 crossfade = kDefaultCrossfade;
+};
+
+} // namespace
+
+// Lock order: a pad's STREAM_LOCK (held by the streaming thread or the audio task) → lock.
+// `lock` is a leaf: never held while pushing, sending events, posting messages or starting and
+// stopping the audio task.
+struct GemVideoLoopImpl {
+  GstPad *video_sink = nullptr;
+  GstPad *video_src = nullptr;
+
+  std::mutex lock;
+  std::condition_variable cond; // audio task: new audio, video progress, flushing, fatal
+  Settings settings;
+  guint64 crossfade = kDefaultCrossfade; // settings.crossfade, snapshotted at READY→PAUSED
+  GstPad *audio_sink = nullptr;          // the request pad and its partner; owned by the element
+  GstPad *audio_src = nullptr;
+  VideoProgress progress;
+  AudioState audio;
+  bool fatal = false; // an error was posted; both streams stop
+
+  VideoState video; // see VideoState for its threading contract
+};
+
+struct _GemVideoLoop {
+  GstElement parent;
+  GemVideoLoopImpl *impl;
+};
+
+G_DEFINE_TYPE(GemVideoLoop, gem_video_loop, GST_TYPE_ELEMENT)
+
+#define VIDEO_FORMATS                                                                              \
+  "{ I420, YV12, NV12, NV21, Y42B, Y444, AYUV, YUY2, UYVY, RGBA, BGRA, ARGB, ABGR, RGBx, BGRx, "   \
+  "xRGB, xBGR, RGB, BGR, GRAY8 }"
+
+static GstStaticPadTemplate video_sink_template =
+    GST_STATIC_PAD_TEMPLATE("video_sink", GST_PAD_SINK, GST_PAD_ALWAYS,
+                            GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(VIDEO_FORMATS)));
+static GstStaticPadTemplate video_src_template = GST_STATIC_PAD_TEMPLATE(
+    "video_src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(VIDEO_FORMATS)));
+
+#define AUDIO_CAPS                                                                                 \
+  "audio/x-raw, format = (string) { F32LE, S16LE }, rate = (int) [ 1, MAX ], "                     \
+  "channels = (int) [ 1, MAX ], layout = (string) interleaved"
+
+static GstStaticPadTemplate audio_sink_template = GST_STATIC_PAD_TEMPLATE(
+    "audio_sink", GST_PAD_SINK, GST_PAD_REQUEST, GST_STATIC_CAPS(AUDIO_CAPS));
+static GstStaticPadTemplate audio_src_template = GST_STATIC_PAD_TEMPLATE(
+    "audio_src", GST_PAD_SRC, GST_PAD_SOMETIMES, GST_STATIC_CAPS(AUDIO_CAPS));
+
+namespace {
+
+GstPad *audio_src_pad(GemVideoLoopImpl *impl) {
+  std::lock_guard<std::mutex> guard(impl->lock);
+  return impl->audio_src;
+}
+
+// Marks the element failed after an error was posted, waking the audio task so it stops.
+void set_fatal(GemVideoLoopImpl *impl) {
+  std::lock_guard<std::mutex> guard(impl->lock);
+  impl->fatal = true;
+  impl->cond.notify_all();
+}
+
+GstEvent *new_segment_event(guint32 seqnum) {
+  GstSegment segment;
+  gst_segment_init(&segment, GST_FORMAT_TIME);
+  GstEvent *event = gst_event_new_segment(&segment);
+  if (seqnum != GST_SEQNUM_INVALID)
+    gst_event_set_seqnum(event, seqnum);
+  return event;
+}
+
+// Posts the error for a failed push from an event handler or the audio task, as upstream
+// elements do for their streaming task.
+void post_flow_error(GemVideoLoop *self, GstFlowReturn ret) {
+  if (ret == GST_FLOW_NOT_LINKED || ret < GST_FLOW_EOS)
+    GST_ELEMENT_FLOW_ERROR(self, ret);
+}
+
+// ---- video ----------------------------------------------------------------------------------
+
+class MappedFrame {
+public:
+  MappedFrame(const GstVideoInfo *info, GstBuffer *buffer, GstMapFlags flags)
+      : ok_(gst_video_frame_map(&frame_, info, buffer, flags)) {}
+  ~MappedFrame() {
+    if (ok_)
+      gst_video_frame_unmap(&frame_);
+  }
+  MappedFrame(const MappedFrame &) = delete;
+  MappedFrame &operator=(const MappedFrame &) = delete;
+  explicit operator bool() const { return ok_; }
+  GstVideoFrame *get() { return &frame_; }
+
+private:
+  GstVideoFrame frame_{};
+  bool ok_;
+};
+
+// head = blend(tail, head) with the head's weight w / 256, plane by plane.
+bool blend_frame(const GstVideoInfo *info, GstBuffer *head, GstBuffer *tail, unsigned w) {
+  MappedFrame h(info, head, GST_MAP_READWRITE);
+  MappedFrame t(info, tail, GST_MAP_READ);
+  if (!h || !t)
+    return false;
+  for (guint p = 0; p < GST_VIDEO_FRAME_N_PLANES(h.get()); ++p) {
+    gint comp[GST_VIDEO_MAX_COMPONENTS];
+    gst_video_format_info_component(h.get()->info.finfo, p, comp);
+    const gint c = comp[0];
+    const gsize row_bytes = static_cast<gsize>(GST_VIDEO_FRAME_COMP_WIDTH(h.get(), c)) *
+                            GST_VIDEO_FRAME_COMP_PSTRIDE(h.get(), c);
+    const gint rows = GST_VIDEO_FRAME_COMP_HEIGHT(h.get(), c);
+    auto *hd = static_cast<guint8 *>(GST_VIDEO_FRAME_PLANE_DATA(h.get(), p));
+    const auto *td = static_cast<const guint8 *>(GST_VIDEO_FRAME_PLANE_DATA(t.get(), p));
+    const gint hs = GST_VIDEO_FRAME_PLANE_STRIDE(h.get(), p);
+    const gint ts = GST_VIDEO_FRAME_PLANE_STRIDE(t.get(), p);
+    for (gint y = 0; y < rows; ++y)
+      gemstream::videoloop::blend_bytes(hd + static_cast<gsize>(y) * hs,
+                                        td + static_cast<gsize>(y) * ts, row_bytes, w);
+  }
+  return true;
+}
+
+// Pushes output frame number `pushed` with timestamps on the output timeline.
+GstFlowReturn video_push(GemVideoLoop *self, BufferRef frame) {
+  GemVideoLoopImpl *impl = self->impl;
+  VideoState &v = impl->video;
+  if (v.need_segment) {
+    gst_pad_push_event(impl->video_src, new_segment_event(v.seqnum));
+    v.need_segment = false;
+  }
+  const guint64 i = v.pushed++;
+  GstBuffer *out = gst_buffer_make_writable(frame.release());
+  const GstClockTime pts = v.timeline.frame_time(i);
+  GST_BUFFER_PTS(out) = pts;
+  GST_BUFFER_DTS(out) = GST_CLOCK_TIME_NONE;
+  GST_BUFFER_DURATION(out) = v.timeline.frame_time(i + 1) - pts;
+  GST_BUFFER_OFFSET(out) = i;
+  GST_BUFFER_OFFSET_END(out) = i + 1;
+  if (i == 0)
+    GST_BUFFER_FLAG_SET(out, GST_BUFFER_FLAG_DISCONT);
+  else
+    GST_BUFFER_FLAG_UNSET(out, GST_BUFFER_FLAG_DISCONT);
+  GST_BUFFER_FLAG_UNSET(out, GST_BUFFER_FLAG_RESYNC);
+  GST_TRACE_OBJECT(self, "frame %" G_GUINT64_FORMAT " at %" GST_TIME_FORMAT, i, GST_TIME_ARGS(pts));
+  return gst_pad_push(impl->video_src, out);
+}
+
+GstFlowReturn video_take_frame(GemVideoLoop *self, BufferRef frame) {
+  GemVideoLoopImpl *impl = self->impl;
+  VideoState &v = impl->video;
+  if (!v.caps) {
+    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Received a video frame before its caps."),
+                      (nullptr));
+    return GST_FLOW_NOT_NEGOTIATED;
+  }
+  if (v.eos)
+    return GST_FLOW_EOS;
+  {
+    std::lock_guard<std::mutex> guard(impl->lock);
+    if (impl->fatal)
+      return GST_FLOW_ERROR;
+  }
+  if (v.received < v.timeline.k) {
+    // The head is written by the blend at EOS and held for the whole clip: a private copy
+    // also keeps it out of upstream's buffer pool.
+    GstBuffer *copy = gst_buffer_copy_deep(frame.get());
+    if (!copy) {
+      GST_ELEMENT_ERROR(self, RESOURCE, NO_SPACE_LEFT, ("Cannot copy a video frame."), (nullptr));
+      return GST_FLOW_ERROR;
+    }
+    v.head.push_back(BufferRef::adopt(copy));
+  } else {
+    v.window.push_back(std::move(frame));
+  }
+  ++v.received;
+  {
+    std::lock_guard<std::mutex> guard(impl->lock);
+    impl->progress.received = v.received;
+    impl->cond.notify_all();
+  }
+  if (v.window.size() <= v.timeline.k)
+    return GST_FLOW_OK;
+  BufferRef out = std::move(v.window.front());
+  v.window.pop_front();
+  return video_push(self, std::move(out));
+}
+
+gboolean video_set_caps(GemVideoLoop *self, GstCaps *caps) {
+  GemVideoLoopImpl *impl = self->impl;
+  VideoState &v = impl->video;
+  if (v.caps && gst_caps_is_equal(v.caps.get(), caps))
+    return TRUE;
+  if (v.caps && v.received > 0) {
+    gemstream::gst::GCharPtr from(gst_caps_to_string(v.caps.get()));
+    gemstream::gst::GCharPtr to(gst_caps_to_string(caps));
+    GST_ELEMENT_ERROR(self, STREAM, FORMAT,
+                      ("The video format changed in the middle of the clip; videoloop can only "
+                       "loop a clip with one format. Convert it to one size and format before "
+                       "videoloop (videoconvert ! videoscale ! capsfilter)."),
+                      ("from %s to %s", from.get(), to.get()));
+    set_fatal(impl);
+    return FALSE;
+  }
+  GstVideoInfo info;
+  if (!gst_video_info_from_caps(&info, caps)) {
+    gemstream::gst::GCharPtr s(gst_caps_to_string(caps));
+    GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Invalid video caps."), ("%s", s.get()));
+    return FALSE;
+  }
+  if (GST_VIDEO_INFO_FPS_N(&info) <= 0 || GST_VIDEO_INFO_FPS_D(&info) <= 0) {
+    GST_ELEMENT_ERROR(
+        self, STREAM, FORMAT,
+        ("videoloop needs a constant frame rate, but the video has a variable "
+         "one (framerate=0/1). Put videorate and a caps filter before it, e.g. "
+         "videorate ! video/x-raw,framerate=24/1."),
+        ("framerate %d/%d", GST_VIDEO_INFO_FPS_N(&info), GST_VIDEO_INFO_FPS_D(&info)));
+    set_fatal(impl);
+    return FALSE;
+  }
+  Timeline t;
+  t.fps_n = GST_VIDEO_INFO_FPS_N(&info);
+  t.fps_d = GST_VIDEO_INFO_FPS_D(&info);
+  {
+    std::lock_guard<std::mutex> guard(impl->lock);
+    t.k = std::max<guint64>(
+        1, gst_util_uint64_scale_round(impl->crossfade, static_cast<guint64>(t.fps_n),
+                                       GST_SECOND * static_cast<guint64>(t.fps_d)));
+    impl->progress.configured = true;
+    impl->progress.timeline = t;
+    impl->cond.notify_all();
+  }
+  v.caps = CapsRef::retain(caps);
+  v.info = info;
+  v.timeline = t;
+  GST_DEBUG_OBJECT(self, "video %dx%d at %d/%d fps, crossfade %" G_GUINT64_FORMAT " frames",
+                   GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info), t.fps_n, t.fps_d,
+                   t.k);
+  return TRUE;
+}
+
+// Takes ownership of `event`.
+gboolean video_eos(GemVideoLoop *self, GstEvent *event) {
+  GemVideoLoopImpl *impl = self->impl;
+  VideoState &v = impl->video;
+  v.eos = true;
+  const guint64 n = v.received;
+  const guint64 k = v.timeline.k;
+  const bool usable = n > 0 && n >= 2 * k;
+  {
+    // fatal is set together with eos so the audio task never sees an unusable clip length.
+    std::lock_guard<std::mutex> guard(impl->lock);
+    impl->progress.eos = true;
+    impl->progress.received = n;
+    impl->fatal = impl->fatal || !usable;
+    impl->cond.notify_all();
+  }
+  if (n == 0) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED,
+                      ("No video arrived before the end of the stream. videoloop loops a video "
+                       "clip: link a video stream to its video_sink pad (audio alone cannot be "
+                       "looped)."),
+                      (nullptr));
+    gst_event_unref(event);
+    return FALSE;
+  }
+  if (n < 2 * k) {
+    GST_ELEMENT_ERROR(
+        self, STREAM, FAILED,
+        ("The clip is %.2f s long; it needs at least 2 × crossfade = %.2f s. Lower "
+         "the crossfade property.",
+         seconds(v.timeline.frame_time(n)), seconds(v.timeline.frame_time(2 * k))),
+        ("%" G_GUINT64_FORMAT " frames, crossfade %" G_GUINT64_FORMAT " frames", n, k));
+    gst_event_unref(event);
+    return FALSE;
+  }
+  GST_DEBUG_OBJECT(
+      self, "EOS after %" G_GUINT64_FORMAT " frames; blending the last %" G_GUINT64_FORMAT, n, k);
+  GstFlowReturn ret = GST_FLOW_OK;
+  for (guint64 j = 0; j < k && ret == GST_FLOW_OK; ++j) {
+    BufferRef head = std::move(v.head[j]);
+    if (!blend_frame(&v.info, head.get(), v.window[j].get(),
+                     gemstream::videoloop::head_weight_256(j, k))) {
+      GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot map a video frame for blending."),
+                        (nullptr));
+      set_fatal(impl);
+      gst_event_unref(event);
+      return FALSE;
+    }
+    ret = video_push(self, std::move(head));
+  }
+  v.head.clear();
+  v.window.clear();
+  if (ret != GST_FLOW_OK) {
+    GST_DEBUG_OBJECT(self, "pushing the blended tail: %s", gst_flow_get_name(ret));
+    post_flow_error(self, ret);
+    if (ret == GST_FLOW_FLUSHING) {
+      gst_event_unref(event);
+      return FALSE;
+    }
+  }
+  return gst_pad_push_event(impl->video_src, event);
+}
+
+// Fills a video GAP by repeating the last frame, keeping the frame count on the timeline.
+gboolean video_gap(GemVideoLoop *self, GstEvent *event) {
+  VideoState &v = self->impl->video;
+  GstClockTime timestamp, duration;
+  gst_event_parse_gap(event, &timestamp, &duration);
+  gst_event_unref(event);
+  if (!v.caps || !GST_CLOCK_TIME_IS_VALID(duration))
+    return TRUE;
+  BufferRef last;
+  if (!v.window.empty())
+    last = v.window.back();
+  else if (!v.head.empty())
+    last = v.head.back();
+  if (!last) {
+    GST_DEBUG_OBJECT(self, "ignoring a gap before the first frame");
+    return TRUE;
+  }
+  const guint64 frames =
+      gst_util_uint64_scale_round(duration, static_cast<guint64>(v.timeline.fps_n),
+                                  GST_SECOND * static_cast<guint64>(v.timeline.fps_d));
+  GST_DEBUG_OBJECT(
+      self, "gap of %" GST_TIME_FORMAT ": repeating the last frame %" G_GUINT64_FORMAT " times",
+      GST_TIME_ARGS(duration), frames);
+  for (guint64 i = 0; i < frames; ++i)
+    if (video_take_frame(self, last) != GST_FLOW_OK)
+      return FALSE;
+  return TRUE;
+}
+
+// ---- audio ----------------------------------------------------------------------------------
+
+// Copies input samples [x, x + n) to dst; samples past the input are silence. Needs the lock.
+void read_input(const AudioState &a, guint64 x, guint64 n, guint8 *dst) {
+  const gsize bpf = GST_AUDIO_INFO_BPF(&a.info);
+  const guint64 avail = a.received > x ? std::min(n, a.received - x) : 0;
+  if (avail > 0)
+    std::memcpy(dst, a.body.data() + (x - a.body_base) * bpf, avail * bpf);
+  std::memset(dst + avail * bpf, 0, (n - avail) * bpf);
+}
+
+// Decides what the audio task pushes next. Needs the lock; returns false (changing nothing
+// observable) when there is nothing to do yet.
+//
+// Output sample s is input sample s + Ca (Ca = the crossfade in samples) up to Sa = La - Ca,
+// where La = the output length = samples(N - K); samples [Sa, La) blend input s + Ca with head
+// sample s - Sa. Before the video's EOS, N ≥ frames received, which bounds how far the audio
+// may run ahead of the video without knowing the clip length.
+bool next_audio_work(GemVideoLoopImpl *impl, AudioWork &w) {
+  AudioState &a = impl->audio;
+  const VideoProgress &p = impl->progress;
+  if (a.eos_pushed)
+    return false;
+  if (!a.caps) {
+    if (!a.eos)
+      return false;
+    w.eos = true;
+    a.eos_pushed = true;
+    return true;
+  }
+  if (!p.configured || p.flushing)
+    return false;
+
+  const Timeline &t = p.timeline;
+  const gint rate = GST_AUDIO_INFO_RATE(&a.info);
+  const gsize bpf = GST_AUDIO_INFO_BPF(&a.info);
+  const guint64 ca = t.samples(t.k, rate);
+
+  if (!a.head_ready) {
+    if (a.received < ca && !a.eos)
+      return false;
+    const guint64 have = std::min(a.received, ca);
+    a.head.assign(ca * bpf, 0);
+    std::memcpy(a.head.data(), a.body.data(), have * bpf);
+    a.body.consume(have * bpf);
+    a.body_base = have;
+    a.head_ready = true;
+  }
+
+  const bool known = p.eos;
+  const guint64 frames_after_k = p.received >= 2 * t.k ? p.received - t.k : 0;
+  const guint64 loop_end = frames_after_k ? t.samples(frames_after_k, rate) : 0; // La
+  const guint64 straight_end = loop_end ? loop_end - ca : 0;                     // Sa
+  const guint64 input_end = a.eos ? G_MAXUINT64 : (a.received > ca ? a.received - ca : 0);
+
+  guint64 end = 0;
+  bool blend = false;
+  if (a.out_pos < straight_end) {
+    end = std::min(straight_end, input_end);
+  } else if (known && a.out_pos < loop_end) {
+    end = std::min(loop_end, input_end);
+    blend = true;
+  } else if (known) {
+    w.eos = true;
+    a.eos_pushed = true;
+    w.seqnum = a.seqnum;
+    if (!a.length_checked) {
+      a.length_checked = true;
+      const guint64 expected = loop_end + ca;
+      const guint64 tolerance = t.samples(1, rate);
+      if (a.received + tolerance < expected)
+        w.short_by = static_cast<double>(expected - a.received) / rate;
+    }
+    return true;
+  }
+  if (end <= a.out_pos)
+    return false;
+
+  const guint64 n = std::min<guint64>(
+      end - a.out_pos, std::max(1u, static_cast<guint>(rate) / kAudioBuffersPerSecond));
+  GstBuffer *buf = gst_buffer_new_allocate(nullptr, n * bpf, nullptr);
+  GstMapInfo map;
+  gst_buffer_map(buf, &map, GST_MAP_WRITE);
+  if (!blend) {
+    read_input(a, a.out_pos + ca, n, map.data);
+  } else {
+    std::vector<guint8> tail(n * bpf);
+    read_input(a, a.out_pos + ca, n, tail.data());
+    const guint64 j0 = a.out_pos - straight_end;
+    const guint8 *head = a.head.data() + j0 * bpf;
+    const gint channels = GST_AUDIO_INFO_CHANNELS(&a.info);
+    if (GST_AUDIO_INFO_FORMAT(&a.info) == GST_AUDIO_FORMAT_F32LE)
+      gemstream::videoloop::crossfade_f32(
+          reinterpret_cast<float *>(map.data), reinterpret_cast<const float *>(tail.data()),
+          reinterpret_cast<const float *>(head), n, channels, j0, ca);
+    else
+      gemstream::videoloop::crossfade_s16(
+          reinterpret_cast<gint16 *>(map.data), reinterpret_cast<const gint16 *>(tail.data()),
+          reinterpret_cast<const gint16 *>(head), n, channels, j0, ca);
+  }
+  gst_buffer_unmap(buf, &map);
+
+  const GstClockTime pts = gst_util_uint64_scale(a.out_pos, GST_SECOND, rate);
+  GST_BUFFER_PTS(buf) = pts;
+  GST_BUFFER_DURATION(buf) = gst_util_uint64_scale(a.out_pos + n, GST_SECOND, rate) - pts;
+  GST_BUFFER_OFFSET(buf) = a.out_pos;
+  GST_BUFFER_OFFSET_END(buf) = a.out_pos + n;
+  if (a.out_pos == 0)
+    GST_BUFFER_FLAG_SET(buf, GST_BUFFER_FLAG_DISCONT);
+  w.buffer = BufferRef::adopt(buf);
+  if (a.need_segment) {
+    w.segment = true;
+    a.need_segment = false;
+  }
+  w.seqnum = a.seqnum;
+
+  a.out_pos += n;
+  const guint64 keep_from = a.out_pos + ca;
+  if (keep_from > a.body_base) {
+    const guint64 drop = std::min<guint64>(keep_from - a.body_base, a.body.size() / bpf);
+    a.body.consume(drop * bpf);
+    a.body_base += drop;
+  }
+  return true;
+}
+
+void audio_loop_once(GemVideoLoop *self) {
+  GemVideoLoopImpl *impl = self->impl;
+  AudioWork w;
+  GstPad *src;
+  {
+    std::unique_lock<std::mutex> guard(impl->lock);
+    impl->cond.wait(
+        guard, [&] { return impl->audio.flushing || impl->fatal || next_audio_work(impl, w); });
+    src = impl->audio_src;
+    if (impl->audio.flushing || impl->fatal) {
+      guard.unlock();
+      GST_DEBUG_OBJECT(self, "pausing the audio task");
+      gst_pad_pause_task(src);
+      return;
+    }
+  }
+  if (w.short_by > 0)
+    GST_ELEMENT_WARNING(self, STREAM, FAILED,
+                        ("The audio is %.2f s shorter than the video; the missing part of the "
+                         "loop is silent.",
+                         w.short_by),
+                        (nullptr));
+  if (w.segment)
+    gst_pad_push_event(src, new_segment_event(w.seqnum));
+  GstFlowReturn ret = GST_FLOW_OK;
+  if (w.buffer) {
+    GST_TRACE_OBJECT(self, "audio at %" GST_TIME_FORMAT ", %" G_GUINT64_FORMAT " samples",
+                     GST_TIME_ARGS(GST_BUFFER_PTS(w.buffer.get())),
+                     GST_BUFFER_OFFSET_END(w.buffer.get()) - GST_BUFFER_OFFSET(w.buffer.get()));
+    ret = gst_pad_push(src, w.buffer.release());
+  }
+  if (ret == GST_FLOW_OK && w.eos) {
+    GstEvent *eos = gst_event_new_eos();
+    if (w.seqnum != GST_SEQNUM_INVALID)
+      gst_event_set_seqnum(eos, w.seqnum);
+    GST_DEBUG_OBJECT(self, "audio complete");
+    gst_pad_push_event(src, eos);
+    gst_pad_pause_task(src);
+    return;
+  }
+  if (ret != GST_FLOW_OK) {
+    GST_DEBUG_OBJECT(self, "audio push: %s", gst_flow_get_name(ret));
+    {
+      std::lock_guard<std::mutex> guard(impl->lock);
+      impl->audio.last_flow = ret;
+    }
+    gst_pad_pause_task(src);
+    if (ret == GST_FLOW_NOT_LINKED || ret < GST_FLOW_EOS) {
+      post_flow_error(self, ret);
+      gst_pad_push_event(src, gst_event_new_eos());
+    }
+  }
+}
+
+void audio_loop(gpointer data) {
+  auto *self = GEM_VIDEO_LOOP(data);
+  GEM_GUARDED(GST_ELEMENT(self), false, [&] {
+    audio_loop_once(self);
+    return true;
+  });
+}
+
+gboolean audio_set_caps(GemVideoLoop *self, GstCaps *caps) {
+  GemVideoLoopImpl *impl = self->impl;
+  GstAudioInfo info;
+  if (!gst_audio_info_from_caps(&info, caps)) {
+    gemstream::gst::GCharPtr s(gst_caps_to_string(caps));
+    GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Invalid audio caps."), ("%s", s.get()));
+    return FALSE;
+  }
+  std::unique_lock<std::mutex> guard(impl->lock);
+  AudioState &a = impl->audio;
+  if (a.caps && gst_caps_is_equal(a.caps.get(), caps))
+    return TRUE;
+  if (a.caps && a.received > 0) {
+    gemstream::gst::GCharPtr from(gst_caps_to_string(a.caps.get()));
+    gemstream::gst::GCharPtr to(gst_caps_to_string(caps));
+    impl->fatal = true;
+    impl->cond.notify_all();
+    guard.unlock();
+    GST_ELEMENT_ERROR(self, STREAM, FORMAT,
+                      ("The audio format changed in the middle of the clip; videoloop can only "
+                       "loop a clip with one format. Put audioconvert ! audioresample and a caps "
+                       "filter before videoloop's audio_sink."),
+                      ("from %s to %s", from.get(), to.get()));
+    return FALSE;
+  }
+  a.caps = CapsRef::retain(caps);
+  a.info = info;
+  impl->cond.notify_all();
+  GST_DEBUG_OBJECT(self, "audio %s, %d Hz, %d channels",
+                   gst_audio_format_to_string(GST_AUDIO_INFO_FORMAT(&info)),
+                   GST_AUDIO_INFO_RATE(&info), GST_AUDIO_INFO_CHANNELS(&info));
+  return TRUE;
+}
+
+// Appends input (or, with data == nullptr, silence) to the audio store, up to what the loop
+// needs once the clip length is known. Needs the lock.
+void audio_store(GemVideoLoopImpl *impl, const guint8 *data, guint64 samples) {
+  AudioState &a = impl->audio;
+  const VideoProgress &p = impl->progress;
+  if (p.eos && p.configured && p.received >= 2 * p.timeline.k) {
+    const gint rate = GST_AUDIO_INFO_RATE(&a.info);
+    const guint64 needed = p.timeline.samples(p.received - p.timeline.k, rate) +
+                           p.timeline.samples(p.timeline.k, rate);
+    samples = a.received < needed ? std::min(samples, needed - a.received) : 0;
+  }
+  const gsize bytes = samples * GST_AUDIO_INFO_BPF(&a.info);
+  if (data)
+    a.body.append(data, bytes);
+  else
+    a.body.append_zeros(bytes);
+  a.received += samples;
+  impl->cond.notify_all();
+}
+
+GstFlowReturn audio_take_buffer(GemVideoLoop *self, GstBuffer *buffer) {
+  GemVideoLoopImpl *impl = self->impl;
+  std::unique_lock<std::mutex> guard(impl->lock);
+  AudioState &a = impl->audio;
+  if (impl->fatal)
+    return GST_FLOW_ERROR;
+  if (a.flushing)
+    return GST_FLOW_FLUSHING;
+  if (a.last_flow != GST_FLOW_OK)
+    return a.last_flow;
+  if (!a.caps) {
+    guard.unlock();
+    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Received audio before its caps."), (nullptr));
+    return GST_FLOW_NOT_NEGOTIATED;
+  }
+  if (a.eos)
+    return GST_FLOW_EOS;
+  GstMapInfo map;
+  if (!gst_buffer_map(buffer, &map, GST_MAP_READ)) {
+    guard.unlock();
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot read an audio buffer."), (nullptr));
+    return GST_FLOW_ERROR;
+  }
+  const gsize bpf = GST_AUDIO_INFO_BPF(&a.info);
+  if (map.size % bpf != 0)
+    GST_WARNING_OBJECT(self, "audio buffer of %" G_GSIZE_FORMAT " bytes is not whole frames",
+                       map.size);
+  audio_store(impl, map.data, map.size / bpf);
+  gst_buffer_unmap(buffer, &map);
+  return GST_FLOW_OK;
+}
+
+gboolean audio_gap(GemVideoLoop *self, GstEvent *event) {
+  GemVideoLoopImpl *impl = self->impl;
+  GstClockTime timestamp, duration;
+  gst_event_parse_gap(event, &timestamp, &duration);
+  gst_event_unref(event);
+  std::lock_guard<std::mutex> guard(impl->lock);
+  if (!impl->audio.caps || !GST_CLOCK_TIME_IS_VALID(duration) || impl->audio.eos)
+    return TRUE;
+  const guint64 samples =
+      gst_util_uint64_scale_round(duration, GST_AUDIO_INFO_RATE(&impl->audio.info), GST_SECOND);
+  GST_DEBUG_OBJECT(self,
+                   "audio gap of %" GST_TIME_FORMAT ": %" G_GUINT64_FORMAT " samples of silence",
+                   GST_TIME_ARGS(duration), samples);
+  audio_store(impl, nullptr, samples);
+  return TRUE;
+}
+
+gboolean audio_eos(GemVideoLoop *self, GstEvent *event) {
+  GemVideoLoopImpl *impl = self->impl;
+  gst_event_unref(event);
+  bool no_video;
+  {
+    std::lock_guard<std::mutex> guard(impl->lock);
+    no_video = impl->progress.received == 0 && !impl->progress.eos;
+  }
+  if (no_video && !gst_pad_is_linked(impl->video_sink)) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED,
+                      ("No video: videoloop's video_sink pad is not linked. videoloop loops a "
+                       "video clip with optional audio; audio alone cannot be looped."),
+                      (nullptr));
+    set_fatal(impl);
+    return FALSE;
+  }
+  std::lock_guard<std::mutex> guard(impl->lock);
+  impl->audio.eos = true;
+  impl->cond.notify_all();
+  return TRUE;
+}
+
+// ---- pads -----------------------------------------------------------------------------------
+
+gboolean video_sink_event(GstPad *pad, GstObject *parent, GstEvent *event) {
+  auto *self = GEM_VIDEO_LOOP(parent);
+  GemVideoLoopImpl *impl = self->impl;
+  GST_LOG_OBJECT(pad, "%" GST_PTR_FORMAT, event);
+  return GEM_GUARDED(GST_ELEMENT(self), FALSE, [&]() -> gboolean {
+    switch (GST_EVENT_TYPE(event)) {
+    case GST_EVENT_CAPS: {
+      GstCaps *caps;
+      gst_event_parse_caps(event, &caps);
+      if (!video_set_caps(self, caps)) {
+        gst_event_unref(event);
+        return FALSE;
+      }
+      return gst_pad_push_event(impl->video_src, event);
+    }
+    case GST_EVENT_SEGMENT:
+      // Replaced by a segment from 0 before the first output frame.
+      impl->video.seqnum = gst_event_get_seqnum(event);
+      gst_event_unref(event);
+      return TRUE;
+    case GST_EVENT_GAP:
+      return video_gap(self, event);
+    case GST_EVENT_EOS:
+      return video_eos(self, event);
+    case GST_EVENT_FLUSH_START: {
+      std::lock_guard<std::mutex> guard(impl->lock);
+      impl->progress.flushing = true;
+      impl->cond.notify_all();
+      break;
+    }
+    case GST_EVENT_FLUSH_STOP: {
+      impl->video.reset_stream();
+      std::lock_guard<std::mutex> guard(impl->lock);
+      impl->progress.received = 0;
+      impl->progress.eos = false;
+      impl->progress.flushing = false;
+      impl->fatal = false;
+      impl->cond.notify_all();
+      break;
+    }
+    default:
+      break;
+    }
+    return gst_pad_event_default(pad, parent, event);
+  });
+}
+
+gboolean audio_sink_event(GstPad *pad, GstObject *parent, GstEvent *event) {
+  auto *self = GEM_VIDEO_LOOP(parent);
+  GemVideoLoopImpl *impl = self->impl;
+  GST_LOG_OBJECT(pad, "%" GST_PTR_FORMAT, event);
+  return GEM_GUARDED(GST_ELEMENT(self), FALSE, [&]() -> gboolean {
+    switch (GST_EVENT_TYPE(event)) {
+    case GST_EVENT_CAPS: {
+      GstCaps *caps;
+      gst_event_parse_caps(event, &caps);
+      if (!audio_set_caps(self, caps)) {
+        gst_event_unref(event);
+        return FALSE;
+      }
+      break;
+    }
+    case GST_EVENT_SEGMENT: {
+      std::lock_guard<std::mutex> guard(impl->lock);
+      impl->audio.seqnum = gst_event_get_seqnum(event);
+      gst_event_unref(event);
+      return TRUE;
+    }
+    case GST_EVENT_GAP:
+      return audio_gap(self, event);
+    case GST_EVENT_EOS:
+      return audio_eos(self, event);
+    case GST_EVENT_FLUSH_START: {
+      {
+        std::lock_guard<std::mutex> guard(impl->lock);
+        impl->audio.flushing = true;
+        impl->cond.notify_all();
+      }
+      GstPad *src = audio_src_pad(impl);
+      gboolean ok = gst_pad_push_event(src, event);
+      gst_pad_pause_task(src);
+      return ok;
+    }
+    case GST_EVENT_FLUSH_STOP: {
+      GstPad *src = audio_src_pad(impl);
+      gboolean ok = gst_pad_push_event(src, event);
+      {
+        std::lock_guard<std::mutex> guard(impl->lock);
+        impl->audio.reset_stream();
+        impl->audio.flushing = false;
+      }
+      gst_pad_start_task(src, audio_loop, self, nullptr);
+      return ok;
+    }
+    default:
+      break;
+    }
+    return gst_pad_event_default(pad, parent, event);
+  });
+}
+
+GstFlowReturn video_chain(GstPad *, GstObject *parent, GstBuffer *buffer) {
+  auto *self = GEM_VIDEO_LOOP(parent);
+  BufferRef frame = BufferRef::adopt(buffer);
+  return GEM_GUARDED(GST_ELEMENT(self), GST_FLOW_ERROR,
+                     [&] { return video_take_frame(self, std::move(frame)); });
+}
+
+GstFlowReturn audio_chain(GstPad *, GstObject *parent, GstBuffer *buffer) {
+  auto *self = GEM_VIDEO_LOOP(parent);
+  BufferRef samples = BufferRef::adopt(buffer);
+  return GEM_GUARDED(GST_ELEMENT(self), GST_FLOW_ERROR,
+                     [&] { return audio_take_buffer(self, samples.get()); });
+}
+
+gboolean video_sink_query(GstPad *pad, GstObject *parent, GstQuery *query) {
+  auto *self = GEM_VIDEO_LOOP(parent);
+  if (GST_QUERY_TYPE(query) == GST_QUERY_ALLOCATION) {
+    // The delay line holds K upstream buffers by reference, so upstream must not allocate
+    // from a downstream pool sized for a plain stream: ask for a pool of its own with room for
+    // them. The metas downstream supports still apply. The query is serialized, so the video
+    // state may be read here.
+    const VideoState &v = self->impl->video;
+    gboolean ok = gst_pad_peer_query(self->impl->video_src, query);
+    while (gst_query_get_n_allocation_pools(query) > 0)
+      gst_query_remove_nth_allocation_pool(query, 0);
+    if (v.caps)
+      gst_query_add_allocation_pool(query, nullptr,
+                                    static_cast<guint>(GST_VIDEO_INFO_SIZE(&v.info)),
+                                    static_cast<guint>(v.timeline.k + 2), 0);
+    return ok || v.caps;
+  }
+  return gst_pad_query_default(pad, parent, query);
+}
+
+GstPad *sink_for(GemVideoLoopImpl *impl, GstPad *src) {
+  std::lock_guard<std::mutex> guard(impl->lock);
+  GstPad *sink = src == impl->video_src   ? impl->video_sink
+                 : src == impl->audio_src ? impl->audio_sink
+                                          : nullptr;
+  return sink ? GST_PAD(gst_object_ref(sink)) : nullptr;
+}
+
+gboolean src_query(GstPad *pad, GstObject *parent, GstQuery *query) {
+  auto *self = GEM_VIDEO_LOOP(parent);
+  GemVideoLoopImpl *impl = self->impl;
+  switch (GST_QUERY_TYPE(query)) {
+  case GST_QUERY_DURATION: {
+    GstFormat format;
+    gst_query_parse_duration(query, &format, nullptr);
+    if (format != GST_FORMAT_TIME)
+      return FALSE;
+    Ref<GstPad> sink = Ref<GstPad>::adopt(sink_for(impl, pad));
+    if (!sink || !gst_pad_peer_query(sink.get(), query))
+      return FALSE;
+    gint64 duration;
+    gst_query_parse_duration(query, nullptr, &duration);
+    if (duration < 0)
+      return TRUE;
+    GstClockTime crossfade;
+    {
+      std::lock_guard<std::mutex> guard(impl->lock);
+      crossfade = impl->progress.configured
+                      ? impl->progress.timeline.frame_time(impl->progress.timeline.k)
+                      : impl->crossfade;
+    }
+    gst_query_set_duration(query, GST_FORMAT_TIME,
+                           std::max<gint64>(0, duration - static_cast<gint64>(crossfade)));
+    return TRUE;
+  }
+  case GST_QUERY_POSITION:
+    // Upstream positions are on the input timeline, which runs ahead of the loop; sinks know
+    // the output position.
+    return FALSE;
+  default:
+    return gst_pad_query_default(pad, parent, query);
+  }
+}
+
+gboolean src_event(GstPad *pad, GstObject *parent, GstEvent *event) {
+  if (GST_EVENT_TYPE(event) == GST_EVENT_SEEK) {
+    gdouble rate;
+    GstFormat format;
+    GstSeekFlags flags;
+    GstSeekType start_type, stop_type;
+    gint64 start, stop;
+    gst_event_parse_seek(event, &rate, &format, &flags, &start_type, &start, &stop_type, &stop);
+    const bool to_start =
+        rate == 1.0 && format == GST_FORMAT_TIME && (flags & GST_SEEK_FLAG_FLUSH) &&
+        start_type == GST_SEEK_TYPE_SET && start == 0 &&
+        (stop_type == GST_SEEK_TYPE_NONE || (stop_type == GST_SEEK_TYPE_SET && stop == -1));
+    if (!to_start) {
+      GST_DEBUG_OBJECT(pad, "refusing %" GST_PTR_FORMAT ": only flushing seeks to 0 are supported",
+                       event);
+      gst_event_unref(event);
+      return FALSE;
+    }
+  }
+  return gst_pad_event_default(pad, parent, event);
+}
+
+GstIterator *iterate_internal_links(GstPad *pad, GstObject *parent) {
+  GemVideoLoopImpl *impl = GEM_VIDEO_LOOP(parent)->impl;
+  GValue value = G_VALUE_INIT;
+  {
+    std::lock_guard<std::mutex> guard(impl->lock);
+    GstPad *other = pad == impl->video_sink   ? impl->video_src
+                    : pad == impl->video_src  ? impl->video_sink
+                    : pad == impl->audio_sink ? impl->audio_src
+                    : pad == impl->audio_src  ? impl->audio_sink
+                                              : nullptr;
+    if (!other)
+      return nullptr;
+    g_value_init(&value, GST_TYPE_PAD);
+    g_value_set_object(&value, other);
+  }
+  GstIterator *it = gst_iterator_new_single(GST_TYPE_PAD, &value);
+  g_value_unset(&value);
+  return it;
+}
+
+gboolean audio_src_activate_mode(GstPad *pad, GstObject *parent, GstPadMode mode, gboolean active) {
+  auto *self = GEM_VIDEO_LOOP(parent);
+  GemVideoLoopImpl *impl = self->impl;
+  if (mode != GST_PAD_MODE_PUSH)
+    return FALSE;
+  {
+    std::lock_guard<std::mutex> guard(impl->lock);
+    impl->audio.flushing = !active;
+    impl->audio.last_flow = GST_FLOW_OK;
+    impl->cond.notify_all();
+  }
+  return active ? gst_pad_start_task(pad, audio_loop, self, nullptr) : gst_pad_stop_task(pad);
+}
+
+} // namespace
+
+// ---- element --------------------------------------------------------------------------------
+
+static GstPad *gem_video_loop_request_new_pad(GstElement *element, GstPadTemplate *templ,
+                                              const gchar *, const GstCaps *) {
+  auto *self = GEM_VIDEO_LOOP(element);
+  GemVideoLoopImpl *impl = self->impl;
+  if (templ != gst_element_class_get_pad_template(GST_ELEMENT_GET_CLASS(element), "audio_sink"))
+    return nullptr;
+  GstPad *sink = gst_pad_new_from_static_template(&audio_sink_template, "audio_sink");
+  GstPad *src = gst_pad_new_from_static_template(&audio_src_template, "audio_src");
+  {
+    std::lock_guard<std::mutex> guard(impl->lock);
+    if (impl->audio_sink) {
+      GST_WARNING_OBJECT(self, "videoloop has a single audio stream; audio_sink exists already");
+      gst_object_unref(gst_object_ref_sink(sink));
+      gst_object_unref(gst_object_ref_sink(src));
+      return nullptr;
+    }
+    impl->audio_sink = sink;
+    impl->audio_src = src;
+    impl->audio.reset_all();
+  }
+  gst_pad_set_chain_function(sink, GST_DEBUG_FUNCPTR(audio_chain));
+  gst_pad_set_event_function(sink, GST_DEBUG_FUNCPTR(audio_sink_event));
+  gst_pad_set_iterate_internal_links_function(sink, GST_DEBUG_FUNCPTR(iterate_internal_links));
+  GST_PAD_SET_PROXY_CAPS(sink);
+  gst_pad_set_event_function(src, GST_DEBUG_FUNCPTR(src_event));
+  gst_pad_set_query_function(src, GST_DEBUG_FUNCPTR(src_query));
+  gst_pad_set_activatemode_function(src, GST_DEBUG_FUNCPTR(audio_src_activate_mode));
+  gst_pad_set_iterate_internal_links_function(src, GST_DEBUG_FUNCPTR(iterate_internal_links));
+  GST_PAD_SET_PROXY_CAPS(src);
+  // Added in PAUSED or PLAYING, the pads are activated here, which starts the audio task.
+  gst_element_add_pad(element, src);
+  gst_element_add_pad(element, sink);
+  GST_DEBUG_OBJECT(self, "audio pads added");
+  return sink;
+}
+
+static void gem_video_loop_release_pad(GstElement *element, GstPad *pad) {
+  auto *self = GEM_VIDEO_LOOP(element);
+  GemVideoLoopImpl *impl = self->impl;
+  GstPad *src;
+  {
+    std::lock_guard<std::mutex> guard(impl->lock);
+    if (pad != impl->audio_sink)
+      return;
+    src = impl->audio_src;
+  }
+  gst_pad_set_active(pad, FALSE);
+  gst_pad_set_active(src, FALSE);
+  {
+    std::lock_guard<std::mutex> guard(impl->lock);
+    impl->audio_sink = nullptr;
+    impl->audio_src = nullptr;
+    impl->audio.reset_all();
+  }
+  gst_element_remove_pad(element, src);
+  gst_element_remove_pad(element, pad);
+  GST_DEBUG_OBJECT(self, "audio pads released");
+}
+
+static GstStateChangeReturn gem_video_loop_change_state(GstElement *element,
+                                                        GstStateChange transition) {
+  auto *self = GEM_VIDEO_LOOP(element);
+  GemVideoLoopImpl *impl = self->impl;
+  if (transition == GST_STATE_CHANGE_READY_TO_PAUSED) {
+    impl->video.reset_all();
+    std::lock_guard<std::mutex> guard(impl->lock);
+    impl->crossfade = impl->settings.crossfade;
+    impl->progress = {};
+    impl->audio.reset_all();
+    impl->fatal = false;
+  }
+  GstStateChangeReturn ret =
+      GST_ELEMENT_CLASS(gem_video_loop_parent_class)->change_state(element, transition);
+  if (ret == GST_STATE_CHANGE_FAILURE)
+    return ret;
+  if (transition == GST_STATE_CHANGE_PAUSED_TO_READY) {
+    // The pads are inactive now: no streaming thread or task touches the state.
+    impl->video.reset_all();
+    std::lock_guard<std::mutex> guard(impl->lock);
+    impl->progress = {};
+    impl->audio.reset_all();
+  }
+  return ret;
+}
+
+static void gem_video_loop_set_property(GObject *object, guint prop_id, const GValue *value,
+                                        GParamSpec *pspec) {
+  GemVideoLoopImpl *impl = GEM_VIDEO_LOOP(object)->impl;
+  std::lock_guard<std::mutex> guard(impl->lock);
+  switch (prop_id) {
+  case PROP_CROSSFADE:
+    impl->settings.crossfade = g_value_get_uint64(value);
+    break;
+  default:
+    G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
+    break;
+  }
+}
+
+static void gem_video_loop_get_property(GObject *object, guint prop_id, GValue *value,
+                                        GParamSpec *pspec) {
+  GemVideoLoopImpl *impl = GEM_VIDEO_LOOP(object)->impl;
+  std::lock_guard<std::mutex> guard(impl->lock);
+  switch (prop_id) {
+  case PROP_CROSSFADE:
+    g_value_set_uint64(value, impl->settings.crossfade);
+    break;
+  default:
+    G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
+    break;
+  }
+}
+
+static void gem_video_loop_finalize(GObject *object) {
+  auto *self = GEM_VIDEO_LOOP(object);
+  delete self->impl;
+  self->impl = nullptr;
+  G_OBJECT_CLASS(gem_video_loop_parent_class)->finalize(object);
+}
+
+static void gem_video_loop_init(GemVideoLoop *self) {
+  auto *impl = new GemVideoLoopImpl();
+  self->impl = impl;
+
+  impl->video_sink = gst_pad_new_from_static_template(&video_sink_template, "video_sink");
+  gst_pad_set_chain_function(impl->video_sink, GST_DEBUG_FUNCPTR(video_chain));
+  gst_pad_set_event_function(impl->video_sink, GST_DEBUG_FUNCPTR(video_sink_event));
+  gst_pad_set_query_function(impl->video_sink, GST_DEBUG_FUNCPTR(video_sink_query));
+  gst_pad_set_iterate_internal_links_function(impl->video_sink,
+                                              GST_DEBUG_FUNCPTR(iterate_internal_links));
+  GST_PAD_SET_PROXY_CAPS(impl->video_sink);
+  gst_element_add_pad(GST_ELEMENT(self), impl->video_sink);
+
+  impl->video_src = gst_pad_new_from_static_template(&video_src_template, "video_src");
+  gst_pad_set_event_function(impl->video_src, GST_DEBUG_FUNCPTR(src_event));
+  gst_pad_set_query_function(impl->video_src, GST_DEBUG_FUNCPTR(src_query));
+  gst_pad_set_iterate_internal_links_function(impl->video_src,
+                                              GST_DEBUG_FUNCPTR(iterate_internal_links));
+  GST_PAD_SET_PROXY_CAPS(impl->video_src);
+  gst_element_add_pad(GST_ELEMENT(self), impl->video_src);
+}
+
+static void gem_video_loop_class_init(GemVideoLoopClass *klass) {
+  auto *gobject_class = G_OBJECT_CLASS(klass);
+  auto *element_class = GST_ELEMENT_CLASS(klass);
+
+  GST_DEBUG_CATEGORY_INIT(gem_video_loop_debug, "videoloop", 0,
+                          "gemstream seamless loop (crossfades a clip's tail into its head)");
+
+  gobject_class->set_property = gem_video_loop_set_property;
+  gobject_class->get_property = gem_video_loop_get_property;
+  gobject_class->finalize = gem_video_loop_finalize;
+
+  g_object_class_install_property(
+      gobject_class, PROP_CROSSFADE,
+      g_param_spec_uint64(
+          "crossfade", "Crossfade",
+          "Length of the crossfade from the end of the clip into its start, in nanoseconds, "
+          "rounded to whole video frames. The output is this much shorter than the input, and "
+          "the input must be at least twice as long.",
+          kMinCrossfade, kMaxCrossfade, kDefaultCrossfade,
+          static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+                                   GST_PARAM_MUTABLE_READY)));
+
+  gst_element_class_add_static_pad_template(element_class, &video_sink_template);
+  gst_element_class_add_static_pad_template(element_class, &video_src_template);
+  gst_element_class_add_static_pad_template(element_class, &audio_sink_template);
+  gst_element_class_add_static_pad_template(element_class, &audio_src_template);
+  gst_element_class_set_static_metadata(
+      element_class, "Seamless video loop", "Filter/Effect/Video/Audio",
+      "Crossfades the end of a clip into its start so that the output loops without a seam",
+      "gemstream developers <dev@gemstream.local>");
+
+  element_class->change_state = GST_DEBUG_FUNCPTR(gem_video_loop_change_state);
+  element_class->request_new_pad = GST_DEBUG_FUNCPTR(gem_video_loop_request_new_pad);
+  element_class->release_pad = GST_DEBUG_FUNCPTR(gem_video_loop_release_pad);
+}
