@@ -78,13 +78,15 @@ TEST_P(ElementTest, PropertiesAreDocumentedAndSecretsWriteOnly) {
     EXPECT_TRUE(g_param_spec_get_nick(p) && *g_param_spec_get_nick(p)) << name;
     EXPECT_GE(blurb.size(), 20u) << name << ": blurb too short";
     EXPECT_EQ(blurb.back(), '.') << name << ": blurb should be a full sentence";
-    if (p->flags & G_PARAM_WRITABLE)
+    if (p->flags & G_PARAM_WRITABLE) {
       EXPECT_TRUE(p->flags & GST_PARAM_MUTABLE_READY || p->flags & GST_PARAM_MUTABLE_PLAYING ||
                   p->flags & GST_PARAM_MUTABLE_PAUSED)
           << name << ": no mutability flag";
+    }
     if (name.find("key") != std::string::npos || name.find("token") != std::string::npos ||
-        name.find("secret") != std::string::npos)
+        name.find("secret") != std::string::npos) {
       EXPECT_FALSE(p->flags & G_PARAM_READABLE) << name << " is a secret and must be write-only";
+    }
     if (G_IS_PARAM_SPEC_UINT(p)) {
       auto *u = G_PARAM_SPEC_UINT(p);
       EXPECT_LT(u->minimum, u->maximum) << name;
