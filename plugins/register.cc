@@ -1,5 +1,6 @@
 #include "elements.h"
 
+#include "framesampler.h"
 #include "imagegensrc.h"
 #include "veosrc.h"
 #include "videoloop.h"
@@ -10,6 +11,7 @@ gboolean gemstream_register_elements(GstPlugin *plugin) {
   gboolean ok = TRUE;
   ok &= gst_element_register(plugin, "imagegensrc", GST_RANK_NONE, GEM_TYPE_IMAGE_GEN_SRC);
   ok &= gst_element_register(plugin, "veosrc", GST_RANK_NONE, GEM_TYPE_VEO_SRC);
+  ok &= gst_element_register(plugin, "framesampler", GST_RANK_NONE, GEM_TYPE_FRAME_SAMPLER);
   ok &= gst_element_register(plugin, "videoloop", GST_RANK_NONE, GEM_TYPE_VIDEO_LOOP);
   return ok;
 }

@@ -30,6 +30,14 @@ void configure_unreachable(GstElement *e) {
     g_object_set(e, "base-url", "http://127.0.0.1:9", nullptr);
 }
 
+bool has_src_pad_template(GstElement *e) {
+  for (const GList *l = gst_element_class_get_pad_template_list(GST_ELEMENT_GET_CLASS(e)); l;
+       l = l->next)
+    if (GST_PAD_TEMPLATE_DIRECTION(l->data) == GST_PAD_SRC)
+      return true;
+  return false;
+}
+
 class ElementTest : public ::testing::TestWithParam<std::string> {};
 
 } // namespace
@@ -39,6 +47,7 @@ TEST(GemstreamPlugin, RegistersTheElements) {
   EXPECT_NE(std::find(names.begin(), names.end(), "imagegensrc"), names.end());
   EXPECT_NE(std::find(names.begin(), names.end(), "veosrc"), names.end());
   EXPECT_NE(std::find(names.begin(), names.end(), "videoloop"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "framesampler"), names.end());
 }
 
 TEST_P(ElementTest, CyclesStatesRepeatedlyWithoutNetwork) {
@@ -47,9 +56,17 @@ TEST_P(ElementTest, CyclesStatesRepeatedlyWithoutNetwork) {
     GstElement *e = gst_element_factory_make(GetParam().c_str(), nullptr);
     ASSERT_NE(e, nullptr);
     configure_unreachable(e);
-    GstElement *sink = gst_element_factory_make("fakesink", nullptr);
-    gst_bin_add_many(GST_BIN(pipeline), e, sink, nullptr);
-    ASSERT_TRUE(gst_element_link(e, sink));
+    if (has_src_pad_template(e)) {
+      GstElement *sink = gst_element_factory_make("fakesink", nullptr);
+      gst_bin_add_many(GST_BIN(pipeline), e, sink, nullptr);
+      ASSERT_TRUE(gst_element_link(e, sink));
+    } else {
+      // A sink: fed by a live source, as a microphone would.
+      GstElement *src = gst_element_factory_make("audiotestsrc", nullptr);
+      g_object_set(src, "is-live", TRUE, nullptr);
+      gst_bin_add_many(GST_BIN(pipeline), src, e, nullptr);
+      ASSERT_TRUE(gst_element_link(src, e));
+    }
     const GstState states[] = {GST_STATE_READY, GST_STATE_PAUSED, GST_STATE_PLAYING,
                                GST_STATE_PAUSED, GST_STATE_READY, GST_STATE_PLAYING,
                                GST_STATE_NULL};
