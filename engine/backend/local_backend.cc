@@ -8,21 +8,31 @@
 //   the loop, renders survive a backend restart and the video cache serves the next backend.
 //   A worker hands its answer back through the backend's Mailbox, which wakes the loop with
 //   lws_cancel_service(); the loop then attaches the answer to the connection, if still open.
-// - Public methods touch only `Impl::mutex`-guarded state (faults, request log).
+// - Public methods touch only `Impl::mutex`-guarded state (faults, request log) and the Live
+//   faults (their own mutex); actions on open Live sessions are posted to the loop as tasks.
 //
-// The Live API WebSocket (/ws/google.ai.generativelanguage.v1beta.GenerativeService.
-// BidiGenerateContent) will be served by this same context and port: its reasons arrive in
-// Impl::callback, and a WS session can hang off Session next to the HTTP transaction id.
+// The Live API WebSocket (/ws/google.ai.generativelanguage.{v1alpha,v1beta}.GenerativeService.
+// BidiGenerateContent[Constrained], also with a doubled leading slash) is served by this same
+// context and port: upgrades to those paths are accepted, every other upgrade is refused, and
+// WebSocket reasons go to backend::LiveServer (live_server.h), which holds the session logic.
 //
 // Admin endpoint, for scripting faults from another process (no API key needed, not logged):
 //   POST /_backend/faults   {"fail_next":{"count":2,"status":503,"retry_after_s":1},
 //                            "latency_ms":200,"drop_next_download_after":1000,
-//                            "polls_until_done":3,"reset":true}
+//                            "polls_until_done":3,"reset":true,
+//                            "live":{"drop_after_chunks":3,"malformed":"invalid_json",
+//                                    "fail_next_setup":{"code":1011,"reason":"..."},
+//                                    "close_sessions":{"code":1011,"reason":"..."},
+//                                    "go_away_after_ms":1000,"go_away_time_left_ms":500}}
 //       Every member is optional; "reset" first clears all faults (latency 0, no failures, no
-//       drop, polls_until_done back to the constructor's value). Answers the resulting state.
+//       drop, polls_until_done and the Live goAway timing back to the constructor's values).
+//       live.malformed is "invalid_json" or "wrong_types"; null clears drop_after_chunks,
+//       malformed and fail_next_setup; close_sessions acts at once on the open Live sessions.
+//       Answers the resulting state, with live.sessions counting open Live connections.
 //   GET  /_backend/faults   the current state, same shape.
 //   GET  /_backend/requests {"requests":[{"method","path","query","headers":{name:value},
-//                            "body","status"}]}, API keys redacted.
+//                            "body","status"}]}, API keys redacted; Live WebSocket upgrades
+//                            appear as GET with status 101.
 //   DELETE /_backend/requests  clears the log.
 // Faults apply to API requests (/v1, /v1beta, /v1alpha) after the key check; latency also delays
 // media downloads; admin calls are never delayed, failed or logged.
@@ -36,7 +46,10 @@
 // raiMediaFilteredCount 1 and no samples, text models answer finishReason SAFETY.
 #include "gemstream/local_backend.h"
 
+#include "live_server.h"
 #include "media.h"
+#include "wire.h"
+#include "work_queue.h"
 
 #include <libwebsockets.h>
 #include <nlohmann/json.hpp>
@@ -45,9 +58,10 @@
 #include <array>
 #include <atomic>
 #include <charconv>
-#include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <map>
@@ -67,6 +81,17 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using Blob = std::shared_ptr<const std::string>;
 using Headers = std::vector<std::pair<std::string, std::string>>;
+using backend::base64_decode;
+using backend::base64_encode;
+using backend::camel_case;
+using backend::lower_ascii;
+using backend::query_param;
+using backend::text_tokens;
+using backend::WorkQueue;
+
+const json *member(const json &object, std::string_view camel) {
+  return backend::member(object, camel);
+}
 
 constexpr std::string_view kSafetyTrigger = "forbidden-content";
 constexpr std::string_view kJsonType = "application/json; charset=UTF-8";
@@ -100,114 +125,7 @@ constexpr std::array<std::string_view, 10> kCustomHeaders = {
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
-std::string dump(const json &j) {
-  // The real service pretty-prints with two spaces. Invalid UTF-8 from a client is replaced, not
-  // thrown on.
-  return j.dump(2, ' ', false, json::error_handler_t::replace);
-}
-
-std::string base64_encode(std::string_view in) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    const auto n = (std::uint32_t(std::uint8_t(in[i])) << 16) |
-                   (std::uint32_t(std::uint8_t(in[i + 1])) << 8) | std::uint8_t(in[i + 2]);
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += kAlphabet[(n >> 6) & 63];
-    out += kAlphabet[n & 63];
-  }
-  if (i < in.size()) {
-    auto n = std::uint32_t(std::uint8_t(in[i])) << 16;
-    if (i + 1 < in.size())
-      n |= std::uint32_t(std::uint8_t(in[i + 1])) << 8;
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += i + 1 < in.size() ? kAlphabet[(n >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
-
-// Standard or URL-safe alphabet, padding optional (protobuf JSON accepts both).
-std::optional<std::string> base64_decode(std::string_view in) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+' || c == '-') return 62;
-    if (c == '/' || c == '_') return 63;
-    return -1;
-  };
-  while (!in.empty() && in.back() == '=')
-    in.remove_suffix(1);
-  if (in.size() % 4 == 1)
-    return std::nullopt;
-  std::string out;
-  out.reserve(in.size() * 3 / 4);
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    const int v = value(c);
-    if (v < 0)
-      return std::nullopt;
-    acc = (acc << 6) | std::uint32_t(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += char((acc >> bits) & 0xff);
-    }
-  }
-  return out;
-}
-
-std::string lower_ascii(std::string s) {
-  for (auto &c : s)
-    c = char(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-// Proto JSON accepts both lowerCamel and the original snake_case field names.
-std::string camel_case(std::string_view name) {
-  std::string out;
-  bool upper = false;
-  for (char c : name) {
-    if (c == '_') {
-      upper = true;
-      continue;
-    }
-    out += upper ? char(std::toupper(static_cast<unsigned char>(c))) : c;
-    upper = false;
-  }
-  return out;
-}
-
-const json *member(const json &object, std::string_view camel) {
-  if (!object.is_object())
-    return nullptr;
-  for (auto it = object.begin(); it != object.end(); ++it) {
-    if (camel_case(it.key()) == camel)
-      return &it.value();
-  }
-  return nullptr;
-}
-
-std::optional<std::string> query_param(std::string_view query, std::string_view name) {
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const auto item = query.substr(0, amp);
-    const auto eq = item.find('=');
-    if (item.substr(0, eq) == name)
-      return std::string(eq == std::string_view::npos ? std::string_view() : item.substr(eq + 1));
-    if (amp == std::string_view::npos)
-      break;
-    query.remove_prefix(amp + 1);
-  }
-  return std::nullopt;
-}
+std::string dump(const json &j) { return backend::pretty_json(j); }
 
 std::string redact_query(std::string_view query) {
   std::string out;
@@ -227,11 +145,6 @@ std::string redact_query(std::string_view query) {
     query.remove_prefix(amp + 1);
   }
   return out;
-}
-
-// A deterministic stand-in for the tokenizer: about four bytes of text per token.
-int text_tokens(std::string_view text) {
-  return text.empty() ? 0 : int((text.size() + 3) / 4);
 }
 
 std::string_view rpc_status(int http_status) {
@@ -392,54 +305,6 @@ Response model_not_found(std::string_view model, std::string_view version,
 // ---------------------------------------------------------------------------------------------
 // Media workers, shared by every backend in the process.
 
-// One thread running jobs in order. Destruction drops queued jobs and waits for the running one.
-class WorkQueue {
-public:
-  WorkQueue() : thread_([this] { run(); }) {}
-  ~WorkQueue() {
-    std::deque<std::function<void()>> dropped;
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-      dropped.swap(jobs_);
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-  WorkQueue(const WorkQueue &) = delete;
-  WorkQueue &operator=(const WorkQueue &) = delete;
-
-  void post(std::function<void()> job) {
-    {
-      std::lock_guard lock(mutex_);
-      jobs_.push_back(std::move(job));
-    }
-    cv_.notify_one();
-  }
-
-private:
-  void run() {
-    for (;;) {
-      std::function<void()> job;
-      {
-        std::unique_lock lock(mutex_);
-        cv_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-        if (stopping_)
-          return;
-        job = std::move(jobs_.front());
-        jobs_.pop_front();
-      }
-      job();
-    }
-  }
-
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  bool stopping_ = false;
-  std::thread thread_;  // last: starts after the members it uses exist
-};
-
 // Images and videos have separate queues so a seconds-long video render never delays an image.
 // Videos are cached by (prompt, size, duration, start image): tests reuse renders.
 class MediaWorkers {
@@ -495,12 +360,21 @@ struct Mailbox {
   std::mutex mutex;
   lws_context *context = nullptr;
   std::vector<std::pair<std::uint64_t, Response>> done;
+  std::vector<std::function<void()>> tasks;  // run on the loop (Live sessions)
 
   void post(std::uint64_t transaction, Response response) {
     std::lock_guard lock(mutex);
     if (!context)
       return;
     done.emplace_back(transaction, std::move(response));
+    lws_cancel_service(context);
+  }
+
+  void post_task(std::function<void()> task) {
+    std::lock_guard lock(mutex);
+    if (!context)
+      return;
+    tasks.push_back(std::move(task));
     lws_cancel_service(context);
   }
 };
@@ -534,9 +408,10 @@ struct Transaction {
 };
 
 // lws allocates and zero-fills this per connection and frees it without running destructors, so
-// it only names the HTTP transaction, which Impl owns.
+// it only names the HTTP transaction or the Live session, which Impl and LiveServer own.
 struct Session {
   std::uint64_t transaction;
+  std::uint64_t live;
 };
 
 struct Operation {
@@ -580,261 +455,11 @@ json faults_json(const Faults &f) {
 
 } // namespace
 
-// ---------------------------------------------------------------------------------------------
-
-struct LocalBackend::Impl {
-  explicit Impl(LocalBackendOptions o) : options(std::move(o)), rng(std::random_device{}()) {
-    faults.polls_until_done = std::max(1, options.polls_until_done);
-    write_buffer.resize(LWS_PRE + kWriteChunk);
-  }
-
-  void start();
-  void stop();
-  std::string base_url() const;
-
-  static int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in,
-                      size_t len);
-
-  // HTTP transaction lifecycle (service thread).
-  int on_http(lws *wsi, Session *session, std::string_view path);
-  void on_body(Session *session, const char *data, std::size_t len);
-  void on_complete(Transaction &tx);
-  int on_writeable(lws *wsi, Session *session);
-  void deliver(Transaction &tx, Response response);
-  void drain_mailbox();
-  void drop_transaction(Session *session);
-  Transaction *find(std::uint64_t id);
-
-  // Routing and handlers (service thread).
-  Reply dispatch(Transaction &tx);
-  std::optional<Response> check_api_key(const Transaction &tx) const;
-  std::optional<Response> take_fault();
-  Reply admin(const Transaction &tx);
-  Reply media(const Transaction &tx);
-  Reply model_method(const ModelInfo &model, std::string_view version, std::string_view method,
-                     const json &body, const Transaction &tx);
-  Reply generate_content(const ModelInfo &model, const json &body, bool stream, bool sse);
-  Reply predict(const ModelInfo &model, const json &body);
-  Reply predict_long_running(const ModelInfo &model, const json &body);
-  Response get_operation(const std::string &name);
-  Response download(std::string_view file_id, const Transaction &tx);
-
-  std::string random_id(std::size_t length, std::string_view alphabet);
-  // Logs the request (admin calls are not logged) and sets when its answer may leave.
-  void record(Transaction &tx, bool api);
-  void record_status(std::uint64_t seq, int status);
-  Response payload_too_large() const {
-    return invalid_argument("Request payload size exceeds the limit: " +
-                            std::to_string(options.max_request_bytes) + " bytes.");
-  }
-
-  const LocalBackendOptions options;
-
-  // Service-thread state (also touched by start/stop while no service thread runs).
-  lws_context *context = nullptr;
-  std::array<lws_protocols, 2> protocols{};
-  std::thread service;
-  std::atomic<bool> stopping{false};
-  std::atomic<std::uint16_t> port{0};
-  std::shared_ptr<Mailbox> mailbox;
-  std::unordered_map<std::uint64_t, std::unique_ptr<Transaction>> transactions;
-  std::uint64_t next_transaction = 1;
-  std::mt19937_64 rng;
-  std::map<std::string, Operation> operations;  // by full name models/{m}/operations/{id}
-  std::map<std::string, StoredFile> files;      // by file id
-  std::vector<unsigned char> write_buffer;
-
-  // Shared with API callers.
-  mutable std::mutex mutex;
-  Faults faults;
-  std::vector<LoggedRequest> log;
-  std::uint64_t next_record = 1;
-};
-
 namespace {
 
-void log_emit(int level, const char *line) {
-  // lws lines end with a newline already.
-  std::fprintf(stderr, "gemstream-backend[lws %d]: %s", level, line);
-}
-
-} // namespace
-
-void LocalBackend::Impl::start() {
-  if (context)
-    throw std::logic_error("LocalBackend::start(): already started");
-
-  static std::once_flag log_once;
-  std::call_once(log_once, [] { lws_set_log_level(LLL_ERR | LLL_WARN, log_emit); });
-
-  protocols[0] = {};
-  protocols[0].name = "gemstream";
-  protocols[0].callback = &Impl::callback;
-  protocols[0].per_session_data_size = sizeof(Session);
-  protocols[0].rx_buffer_size = 0;
-  protocols[1] = {};  // terminator
-
-  lws_context_creation_info info{};
-  info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
-  if (options.bind_address.find(':') == std::string::npos)
-    info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-  info.user = this;
-  info.port = options.port;
-  info.iface = options.bind_address.c_str();
-  info.protocols = protocols.data();
-  info.server_string = "gemstream-local-backend";
-  info.max_http_header_data = 16384;
-  info.pt_serv_buf_size = 64 * 1024;
-  // A response may wait on latency faults and renders; lws must not time the connection out
-  // meanwhile.
-  info.timeout_secs = 300;
-
-  lws_context *ctx = lws_create_context(&info);
-  if (!ctx)
-    throw std::runtime_error("local backend: cannot create the libwebsockets context");
-  lws_vhost *vhost = lws_create_vhost(ctx, &info);
-  const int bound = vhost ? lws_get_vhost_listen_port(vhost) : -1;
-  if (!vhost || bound <= 0) {
-    lws_context_destroy(ctx);
-    throw std::runtime_error("local backend: cannot listen on " + options.bind_address + ":" +
-                             std::to_string(options.port) +
-                             " (address in use or not available)");
-  }
-
-  context = ctx;
-  port = static_cast<std::uint16_t>(bound);
-  mailbox = std::make_shared<Mailbox>();
-  mailbox->context = ctx;
-  stopping = false;
-  service = std::thread([this] {
-    while (!stopping.load(std::memory_order_acquire)) {
-      if (lws_service(context, 0) < 0)
-        break;
-    }
-  });
-}
-
-void LocalBackend::Impl::stop() {
-  if (!context)
-    return;
-  stopping.store(true, std::memory_order_release);
-  lws_cancel_service(context);
-  service.join();
-  {
-    std::lock_guard lock(mailbox->mutex);
-    mailbox->context = nullptr;
-    mailbox->done.clear();
-  }
-  mailbox.reset();
-  lws_context_destroy(context);
-  context = nullptr;
-  transactions.clear();
-  port = 0;
-}
-
-std::string LocalBackend::Impl::base_url() const {
-  const bool v6 = options.bind_address.find(':') != std::string::npos;
-  return "http://" + (v6 ? "[" + options.bind_address + "]" : options.bind_address) + ":" +
-         std::to_string(port.load());
-}
-
-std::string LocalBackend::Impl::random_id(std::size_t length, std::string_view alphabet) {
-  std::uniform_int_distribution<std::size_t> pick(0, alphabet.size() - 1);
-  std::string id(length, ' ');
-  for (auto &c : id)
-    c = alphabet[pick(rng)];
-  return id;
-}
-
-Transaction *LocalBackend::Impl::find(std::uint64_t id) {
-  auto it = transactions.find(id);
-  return it == transactions.end() ? nullptr : it->second.get();
-}
-
-void LocalBackend::Impl::drop_transaction(Session *session) {
-  if (session && session->transaction) {
-    transactions.erase(session->transaction);
-    session->transaction = 0;
-  }
-}
-
-void LocalBackend::Impl::record(Transaction &tx, bool api) {
-  std::lock_guard lock(mutex);
-  tx.due = Clock::now() + (api ? faults.latency : std::chrono::milliseconds(0));
-  if (api && !tx.record) {
-    tx.record = next_record++;
-    log.push_back({tx.record, {tx.method, tx.path, tx.query, tx.headers, tx.body, 0}});
-  }
-}
-
-void LocalBackend::Impl::record_status(std::uint64_t seq, int status) {
-  if (!seq)
-    return;
-  std::lock_guard lock(mutex);
-  for (auto it = log.rbegin(); it != log.rend(); ++it) {
-    if (it->seq == seq) {
-      it->request.status = status;
-      return;
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// lws glue
-
-int LocalBackend::Impl::callback(lws *wsi, lws_callback_reasons reason, void *user, void *in,
-                                 size_t len) {
-  auto *self = static_cast<Impl *>(lws_context_user(lws_get_context(wsi)));
-  auto *session = static_cast<Session *>(user);
-  try {
-    switch (reason) {
-    case LWS_CALLBACK_HTTP:
-      return self->on_http(wsi, session, {static_cast<const char *>(in), len});
-    case LWS_CALLBACK_HTTP_BODY:
-      self->on_body(session, static_cast<const char *>(in), len);
-      return 0;
-    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-      if (Transaction *tx = session ? self->find(session->transaction) : nullptr;
-          tx && !tx->response) {
-        if (tx->rejection)
-          self->deliver(*tx, *std::exchange(tx->rejection, std::nullopt));
-        else
-          self->on_complete(*tx);
-      }
-      return 0;
-    case LWS_CALLBACK_HTTP_WRITEABLE:
-      return self->on_writeable(wsi, session);
-    case LWS_CALLBACK_TIMER:
-      lws_callback_on_writable(wsi);
-      return 0;
-    case LWS_CALLBACK_CLOSED_HTTP:
-    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-      self->drop_transaction(session);
-      break;
-    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-      self->drain_mailbox();
-      return 0;
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-      return 1;  // no WebSocket service yet
-    default:
-      break;
-    }
-  } catch (const std::exception &e) {
-    lwsl_err("local backend: request handling failed: %s\n", e.what());
-    return -1;
-  }
-  return lws_callback_http_dummy(wsi, reason, user, in, len);
-}
-
-int LocalBackend::Impl::on_http(lws *wsi, Session *session, std::string_view path) {
-  drop_transaction(session);  // keep-alive: a new request on the same connection
-
-  auto owned = std::make_unique<Transaction>();
-  Transaction &tx = *owned;
-  tx.id = next_transaction++;
-  tx.wsi = wsi;
-  tx.path = std::string(path);
-
+// Method, headers, query and Content-Length of the request on `wsi` (an HTTP request or a
+// WebSocket upgrade, whose headers lws keeps until LWS_CALLBACK_ESTABLISHED returns).
+void read_request_head(lws *wsi, Transaction &tx) {
   static constexpr std::pair<lws_token_indexes, const char *> kMethods[] = {
       {WSI_TOKEN_GET_URI, "GET"},       {WSI_TOKEN_POST_URI, "POST"},
       {WSI_TOKEN_PUT_URI, "PUT"},       {WSI_TOKEN_PATCH_URI, "PATCH"},
@@ -904,6 +529,361 @@ int LocalBackend::Impl::on_http(lws *wsi, Session *session, std::string_view pat
     if (ec == std::errc())
       tx.content_length = length;
   }
+
+}
+
+} // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+struct LocalBackend::Impl {
+  explicit Impl(LocalBackendOptions o)
+      : options(std::move(o)), rng(std::random_device{}()),
+        live_faults(options.live_go_away_after, options.live_go_away_time_left) {
+    faults.polls_until_done = std::max(1, options.polls_until_done);
+    write_buffer.resize(LWS_PRE + kWriteChunk);
+  }
+
+  void start();
+  void stop();
+  std::string base_url() const;
+
+  static int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in,
+                      size_t len);
+
+  // HTTP transaction lifecycle (service thread).
+  int on_http(lws *wsi, Session *session, std::string_view path);
+  void on_body(Session *session, const char *data, std::size_t len);
+  void on_complete(Transaction &tx);
+  int on_writeable(lws *wsi, Session *session);
+  void deliver(Transaction &tx, Response response);
+  void drain_mailbox();
+  void drop_transaction(Session *session);
+  Transaction *find(std::uint64_t id);
+
+  // Routing and handlers (service thread).
+  Reply dispatch(Transaction &tx);
+  std::optional<Response> check_api_key(const Transaction &tx) const;
+  std::optional<Response> take_fault();
+  Reply admin(const Transaction &tx);
+  Reply media(const Transaction &tx);
+  Reply model_method(const ModelInfo &model, std::string_view version, std::string_view method,
+                     const json &body, const Transaction &tx);
+  Reply generate_content(const ModelInfo &model, const json &body, bool stream, bool sse);
+  Reply predict(const ModelInfo &model, const json &body);
+  Reply predict_long_running(const ModelInfo &model, const json &body);
+  Response get_operation(const std::string &name);
+  Response download(std::string_view file_id, const Transaction &tx);
+
+  std::string random_id(std::size_t length, std::string_view alphabet);
+  std::filesystem::path capabilities_file() const;
+  // Runs `task` on the loop if the backend is running (any thread).
+  void post_task(std::function<void()> task);
+  // Logs a Live API WebSocket upgrade (status 101), so tests can check how clients connect.
+  void record_upgrade(lws *wsi);
+  // Logs the request (admin calls are not logged) and sets when its answer may leave.
+  void record(Transaction &tx, bool api);
+  void record_status(std::uint64_t seq, int status);
+  Response payload_too_large() const {
+    return invalid_argument("Request payload size exceeds the limit: " +
+                            std::to_string(options.max_request_bytes) + " bytes.");
+  }
+
+  const LocalBackendOptions options;
+
+  // Service-thread state (also touched by start/stop while no service thread runs).
+  lws_context *context = nullptr;
+  std::array<lws_protocols, 2> protocols{};
+  std::thread service;
+  std::atomic<bool> stopping{false};
+  std::atomic<std::uint16_t> port{0};
+  std::shared_ptr<Mailbox> mailbox;
+  std::unordered_map<std::uint64_t, std::unique_ptr<Transaction>> transactions;
+  std::uint64_t next_transaction = 1;
+  std::mt19937_64 rng;
+  std::map<std::string, Operation> operations;  // by full name models/{m}/operations/{id}
+  std::map<std::string, StoredFile> files;      // by file id
+  std::vector<unsigned char> write_buffer;
+
+  // Live API sessions (service thread); created by the first start() and kept across restarts,
+  // so resumption handles outlive a restart like the real service's.
+  std::unique_ptr<backend::LiveServer> live;
+
+  // Shared with API callers.
+  backend::LiveFaults live_faults;  // own mutex
+  mutable std::mutex mutex;
+  Faults faults;
+  std::vector<LoggedRequest> log;
+  std::uint64_t next_record = 1;
+};
+
+namespace {
+
+void log_emit(int level, const char *line) {
+  // lws lines end with a newline already.
+  std::fprintf(stderr, "gemstream-backend[lws %d]: %s", level, line);
+}
+
+} // namespace
+
+void LocalBackend::Impl::start() {
+  if (context)
+    throw std::logic_error("LocalBackend::start(): already started");
+
+  static std::once_flag log_once;
+  std::call_once(log_once, [] { lws_set_log_level(LLL_ERR | LLL_WARN, log_emit); });
+
+  protocols[0] = {};
+  protocols[0].name = "gemstream";
+  protocols[0].callback = &Impl::callback;
+  protocols[0].per_session_data_size = sizeof(Session);
+  protocols[0].rx_buffer_size = 0;
+  protocols[1] = {};  // terminator
+
+  lws_context_creation_info info{};
+  info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+  if (options.bind_address.find(':') == std::string::npos)
+    info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+  info.user = this;
+  info.port = options.port;
+  info.iface = options.bind_address.c_str();
+  info.protocols = protocols.data();
+  info.server_string = "gemstream-local-backend";
+  info.max_http_header_data = 16384;
+  info.pt_serv_buf_size = 64 * 1024;
+  // A response may wait on latency faults and renders; lws must not time the connection out
+  // meanwhile.
+  info.timeout_secs = 300;
+
+  lws_context *ctx = lws_create_context(&info);
+  if (!ctx)
+    throw std::runtime_error("local backend: cannot create the libwebsockets context");
+  lws_vhost *vhost = lws_create_vhost(ctx, &info);
+  const int bound = vhost ? lws_get_vhost_listen_port(vhost) : -1;
+  if (!vhost || bound <= 0) {
+    lws_context_destroy(ctx);
+    throw std::runtime_error("local backend: cannot listen on " + options.bind_address + ":" +
+                             std::to_string(options.port) +
+                             " (address in use or not available)");
+  }
+
+  if (!live) {
+    try {
+      live = std::make_unique<backend::LiveServer>(
+          backend::LiveServerOptions{options.required_api_key, capabilities_file()}, live_faults);
+    } catch (...) {
+      lws_context_destroy(ctx);
+      throw;
+    }
+  }
+  context = ctx;
+  port = static_cast<std::uint16_t>(bound);
+  {
+    std::lock_guard lock(mutex);
+    mailbox = std::make_shared<Mailbox>();
+    mailbox->context = ctx;
+  }
+  live->attach(ctx, [box = mailbox](std::function<void()> task) {
+    box->post_task(std::move(task));
+  });
+  stopping = false;
+  service = std::thread([this] {
+    while (!stopping.load(std::memory_order_acquire)) {
+      if (lws_service(context, 0) < 0)
+        break;
+    }
+  });
+}
+
+void LocalBackend::Impl::stop() {
+  if (!context)
+    return;
+  stopping.store(true, std::memory_order_release);
+  lws_cancel_service(context);
+  service.join();
+  {
+    std::lock_guard lock(mailbox->mutex);
+    mailbox->context = nullptr;
+    mailbox->done.clear();
+    mailbox->tasks.clear();
+  }
+  {
+    std::lock_guard lock(mutex);
+    mailbox.reset();
+  }
+  lws_context_destroy(context);  // Live sessions see LWS_CALLBACK_CLOSED here
+  context = nullptr;
+  live->detach();
+  transactions.clear();
+  port = 0;
+}
+
+std::string LocalBackend::Impl::base_url() const {
+  const bool v6 = options.bind_address.find(':') != std::string::npos;
+  return "http://" + (v6 ? "[" + options.bind_address + "]" : options.bind_address) + ":" +
+         std::to_string(port.load());
+}
+
+std::filesystem::path LocalBackend::Impl::capabilities_file() const {
+  std::filesystem::path dir = options.data_dir;
+  if (dir.empty()) {
+    if (const char *env = std::getenv("GEMSTREAM_DATA_DIR"); env && *env)
+      dir = env;
+  }
+#ifdef GEMSTREAM_SOURCE_DATA_DIR
+  if (dir.empty()) {
+    const std::filesystem::path source = GEMSTREAM_SOURCE_DATA_DIR;
+    std::error_code ec;
+    if (std::filesystem::is_directory(source / "config", ec))
+      dir = source;
+  }
+#endif
+#ifdef GEMSTREAM_INSTALL_DATA_DIR
+  if (dir.empty())
+    dir = GEMSTREAM_INSTALL_DATA_DIR;
+#endif
+  return dir.empty() ? dir : dir / "config" / "agent_capabilities.json";
+}
+
+void LocalBackend::Impl::post_task(std::function<void()> task) {
+  std::shared_ptr<Mailbox> box;
+  {
+    std::lock_guard lock(mutex);
+    box = mailbox;
+  }
+  if (box)
+    box->post_task(std::move(task));
+}
+
+std::string LocalBackend::Impl::random_id(std::size_t length, std::string_view alphabet) {
+  std::uniform_int_distribution<std::size_t> pick(0, alphabet.size() - 1);
+  std::string id(length, ' ');
+  for (auto &c : id)
+    c = alphabet[pick(rng)];
+  return id;
+}
+
+Transaction *LocalBackend::Impl::find(std::uint64_t id) {
+  auto it = transactions.find(id);
+  return it == transactions.end() ? nullptr : it->second.get();
+}
+
+void LocalBackend::Impl::drop_transaction(Session *session) {
+  if (session && session->transaction) {
+    transactions.erase(session->transaction);
+    session->transaction = 0;
+  }
+}
+
+void LocalBackend::Impl::record(Transaction &tx, bool api) {
+  std::lock_guard lock(mutex);
+  tx.due = Clock::now() + (api ? faults.latency : std::chrono::milliseconds(0));
+  if (api && !tx.record) {
+    tx.record = next_record++;
+    log.push_back({tx.record, {tx.method, tx.path, tx.query, tx.headers, tx.body, 0}});
+  }
+}
+
+void LocalBackend::Impl::record_upgrade(lws *wsi) {
+  Transaction head;
+  std::array<char, 1024> uri{};
+  if (lws_hdr_copy(wsi, uri.data(), int(uri.size()), WSI_TOKEN_GET_URI) > 0)
+    head.path = uri.data();
+  read_request_head(wsi, head);
+  record(head, /*api=*/true);
+  record_status(head.record, 101);
+}
+
+void LocalBackend::Impl::record_status(std::uint64_t seq, int status) {
+  if (!seq)
+    return;
+  std::lock_guard lock(mutex);
+  for (auto it = log.rbegin(); it != log.rend(); ++it) {
+    if (it->seq == seq) {
+      it->request.status = status;
+      return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// lws glue
+
+int LocalBackend::Impl::callback(lws *wsi, lws_callback_reasons reason, void *user, void *in,
+                                 size_t len) {
+  auto *self = static_cast<Impl *>(lws_context_user(lws_get_context(wsi)));
+  auto *session = static_cast<Session *>(user);
+  try {
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+      // Only the Live API endpoints upgrade to WebSocket.
+      std::array<char, 1024> uri{};
+      if (lws_hdr_copy(wsi, uri.data(), int(uri.size()), WSI_TOKEN_GET_URI) <= 0)
+        return 1;
+      return backend::LiveServer::is_live_path(uri.data()) ? 0 : 1;
+    }
+    case LWS_CALLBACK_ESTABLISHED:
+      if (!session)
+        return -1;
+      self->record_upgrade(wsi);
+      return self->live->callback(wsi, reason, session->live, in, len);
+    case LWS_CALLBACK_RECEIVE:
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+    case LWS_CALLBACK_CLOSED:
+      if (!session)
+        return -1;
+      return self->live->callback(wsi, reason, session->live, in, len);
+    case LWS_CALLBACK_RECEIVE_PONG:
+      return 0;
+    case LWS_CALLBACK_HTTP:
+      return self->on_http(wsi, session, {static_cast<const char *>(in), len});
+    case LWS_CALLBACK_HTTP_BODY:
+      self->on_body(session, static_cast<const char *>(in), len);
+      return 0;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+      if (Transaction *tx = session ? self->find(session->transaction) : nullptr;
+          tx && !tx->response) {
+        if (tx->rejection)
+          self->deliver(*tx, *std::exchange(tx->rejection, std::nullopt));
+        else
+          self->on_complete(*tx);
+      }
+      return 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+      return self->on_writeable(wsi, session);
+    case LWS_CALLBACK_TIMER:
+      if (session && session->live)
+        return self->live->callback(wsi, reason, session->live, in, len);
+      lws_callback_on_writable(wsi);
+      return 0;
+    case LWS_CALLBACK_CLOSED_HTTP:
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+      self->drop_transaction(session);
+      break;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+      self->drain_mailbox();
+      return 0;
+    default:
+      break;
+    }
+  } catch (const std::exception &e) {
+    lwsl_err("local backend: request handling failed: %s\n", e.what());
+    return -1;
+  }
+  return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+int LocalBackend::Impl::on_http(lws *wsi, Session *session, std::string_view path) {
+  drop_transaction(session);  // keep-alive: a new request on the same connection
+
+  auto owned = std::make_unique<Transaction>();
+  Transaction &tx = *owned;
+  tx.id = next_transaction++;
+  tx.wsi = wsi;
+  tx.path = std::string(path);
+
+  read_request_head(wsi, tx);
 
   transactions.emplace(tx.id, std::move(owned));
   session->transaction = tx.id;
@@ -1013,10 +993,14 @@ void LocalBackend::Impl::drain_mailbox() {
   if (!mailbox)
     return;
   std::vector<std::pair<std::uint64_t, Response>> done;
+  std::vector<std::function<void()>> tasks;
   {
     std::lock_guard lock(mailbox->mutex);
     done.swap(mailbox->done);
+    tasks.swap(mailbox->tasks);
   }
+  for (auto &task : tasks)
+    task();
   for (auto &[id, response] : done) {
     if (Transaction *tx = find(id))  // the client may have gone meanwhile
       deliver(*tx, std::move(response));
@@ -1817,9 +1801,19 @@ Reply LocalBackend::Impl::media(const Transaction &tx) {
 
 Reply LocalBackend::Impl::admin(const Transaction &tx) {
   if (tx.path == "/_backend/faults") {
+    auto state = [this](const Faults &f) {
+      json j = faults_json(f);
+      j["live"] = live_faults.to_json();
+      j["live"]["sessions"] = live ? live->session_count() : 0;
+      return j;
+    };
     if (tx.method == "GET") {
-      std::lock_guard lock(mutex);
-      return json_response(faults_json(faults));
+      Faults current;
+      {
+        std::lock_guard lock(mutex);
+        current = faults;
+      }
+      return json_response(state(current));
     }
     if (tx.method != "POST")
       return error_response(404, "Method not found: " + tx.method + " " + tx.path);
@@ -1831,7 +1825,7 @@ Reply LocalBackend::Impl::admin(const Transaction &tx) {
     }
     if (auto bad = unknown_field(body,
                                  {"failNext", "latencyMs", "dropNextDownloadAfter",
-                                  "pollsUntilDone", "reset"},
+                                  "pollsUntilDone", "reset", "live"},
                                  ""))
       return std::move(*bad);
 
@@ -1843,10 +1837,22 @@ Reply LocalBackend::Impl::admin(const Transaction &tx) {
       return v.get<long long>();
     };
     Faults updated;
+    std::optional<backend::CloseSpec> close_live;
     try {
+      const json *reset = member(body, "reset");
+      const bool resetting = reset && *reset == true;
+      if (resetting)
+        live_faults.reset();
+      if (const json *live_request = member(body, "live")) {
+        close_live = live_faults.apply(*live_request);
+        if (member(*live_request, "goAwayAfterMs") && live)
+          live->reschedule_go_away();
+      } else if (resetting && live) {
+        live->reschedule_go_away();
+      }
       std::lock_guard lock(mutex);
       updated = faults;
-      if (const json *reset = member(body, "reset"); reset && *reset == true) {
+      if (resetting) {
         updated = Faults{};
         updated.polls_until_done = std::max(1, options.polls_until_done);
       }
@@ -1876,7 +1882,9 @@ Reply LocalBackend::Impl::admin(const Transaction &tx) {
     } catch (const std::invalid_argument &e) {
       return invalid_argument(e.what());
     }
-    return json_response(faults_json(updated));
+    if (close_live && live)
+      live->close_sessions(*close_live);  // admin requests run on the loop already
+    return json_response(state(updated));
   }
 
   if (tx.path == "/_backend/requests") {
@@ -1945,6 +1953,50 @@ void LocalBackend::drop_next_download_after(std::uint64_t bytes) {
 void LocalBackend::set_polls_until_done(int polls) {
   std::lock_guard lock(impl_->mutex);
   impl_->faults.polls_until_done = std::max(1, polls);
+}
+
+void LocalBackend::drop_live_after_chunks(int chunks) {
+  impl_->live_faults.drop_after_chunks(chunks);
+}
+
+void LocalBackend::send_malformed_live_message(LiveMalformed kind) {
+  impl_->live_faults.send_malformed(kind == LiveMalformed::InvalidJson
+                                        ? backend::MalformedKind::InvalidJson
+                                        : backend::MalformedKind::WrongTypes);
+}
+
+namespace {
+
+void check_close_code(const char *method, int code) {
+  if (code < 1000 || code > 4999)
+    throw std::invalid_argument(std::string("LocalBackend::") + method +
+                                ": a close code is 1000 to 4999, got " + std::to_string(code));
+}
+
+} // namespace
+
+void LocalBackend::fail_next_live_setup(int code, std::string reason) {
+  check_close_code("fail_next_live_setup", code);
+  impl_->live_faults.fail_next_setup({code, std::move(reason)});
+}
+
+void LocalBackend::close_live_sessions(int code, std::string reason) {
+  check_close_code("close_live_sessions", code);
+  Impl *impl = impl_.get();
+  impl->post_task([impl, close = backend::CloseSpec{code, std::move(reason)}] {
+    impl->live->close_sessions(close);
+  });
+}
+
+void LocalBackend::set_live_go_away(std::chrono::milliseconds after,
+                                    std::chrono::milliseconds time_left) {
+  impl_->live_faults.set_go_away(after, time_left);
+  Impl *impl = impl_.get();
+  impl->post_task([impl] { impl->live->reschedule_go_away(); });
+}
+
+std::size_t LocalBackend::live_session_count() const {
+  return impl_->live ? impl_->live->session_count() : 0;
 }
 
 std::vector<RecordedRequest> LocalBackend::requests() const {

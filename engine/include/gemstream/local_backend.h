@@ -1,8 +1,9 @@
-// The local backend: a loopback server speaking the Gemini wire protocols (REST now, Live
-// WebSocket on the same port later), producing real PNGs and MP4s, with fault injection.
+// The local backend: a loopback server speaking the Gemini wire protocols (REST, and the Live API
+// WebSocket on the same port), producing real PNGs, MP4s and speech, with fault injection.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -29,9 +30,25 @@ struct LocalBackendOptions {
   // Larger request bodies are answered 400 INVALID_ARGUMENT "Request payload size exceeds the
   // limit: N bytes." (the real service's answer) without reading them.
   std::uint64_t max_request_bytes = 64ull << 20;
+
+  // Live API (WebSocket, same port). A connection receives goAway this long after it opened, as
+  // the real service does after about 10 minutes...
+  std::chrono::milliseconds live_go_away_after = std::chrono::minutes(10);
+  // ...and is closed (code 1000) this long after the goAway, which announces it as timeLeft.
+  std::chrono::milliseconds live_go_away_time_left = std::chrono::seconds(50);
+  // Directory holding config/agent_capabilities.json (the functions the Live stand-in model
+  // calls). Empty: $GEMSTREAM_DATA_DIR, else the source tree, else the installed data directory.
+  std::string data_dir;
 };
 
-// One recorded request, for tests (headers lower-cased).
+// A malformed Live server message, for fault injection.
+enum class LiveMalformed {
+  InvalidJson,  // a truncated JSON document
+  WrongTypes,   // valid JSON with known fields of the wrong types
+};
+
+// One recorded request, for tests (headers lower-cased). Live API WebSocket upgrades are
+// recorded too, as GET with status 101.
 struct RecordedRequest {
   std::string method;
   std::string path;   // without the query
@@ -63,6 +80,21 @@ public:
   // The next video download sends this many bytes, then drops the connection.
   void drop_next_download_after(std::uint64_t bytes);
   void set_polls_until_done(int polls);
+
+  // Live API faults (thread-safe; also under "live" in POST /_backend/faults).
+  // The next model turn of any session stops after `chunks` model chunks (audio, or text parts)
+  // and its socket is dropped without a close frame: the client sees 1006.
+  void drop_live_after_chunks(int chunks);
+  // One malformed message is sent before the next server message of any set-up session.
+  void send_malformed_live_message(LiveMalformed kind = LiveMalformed::InvalidJson);
+  // The next Live setup is answered by closing with this code and reason.
+  void fail_next_live_setup(int code, std::string reason);
+  // Closes every open Live session now with this code and reason.
+  void close_live_sessions(int code, std::string reason);
+  // goAway timing (see LocalBackendOptions) for new connections and those still waiting for it.
+  void set_live_go_away(std::chrono::milliseconds after, std::chrono::milliseconds time_left);
+  // Live WebSocket connections currently open.
+  std::size_t live_session_count() const;
 
   std::vector<RecordedRequest> requests() const;
   void clear_requests();
