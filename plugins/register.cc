@@ -1,6 +1,8 @@
 #include "elements.h"
 
 #include "framesampler.h"
+#include "geminilivesink.h"
+#include "geminilivesrc.h"
 #include "imagegensrc.h"
 #include "veosrc.h"
 #include "videoloop.h"
@@ -9,9 +11,11 @@
 
 gboolean gemstream_register_elements(GstPlugin *plugin) {
   gboolean ok = TRUE;
+  ok &= gst_element_register(plugin, "framesampler", GST_RANK_NONE, GEM_TYPE_FRAME_SAMPLER);
+  ok &= gst_element_register(plugin, "geminilivesink", GST_RANK_NONE, GEM_TYPE_GEMINI_LIVE_SINK);
+  ok &= gst_element_register(plugin, "geminilivesrc", GST_RANK_NONE, GEM_TYPE_GEMINI_LIVE_SRC);
   ok &= gst_element_register(plugin, "imagegensrc", GST_RANK_NONE, GEM_TYPE_IMAGE_GEN_SRC);
   ok &= gst_element_register(plugin, "veosrc", GST_RANK_NONE, GEM_TYPE_VEO_SRC);
-  ok &= gst_element_register(plugin, "framesampler", GST_RANK_NONE, GEM_TYPE_FRAME_SAMPLER);
   ok &= gst_element_register(plugin, "videoloop", GST_RANK_NONE, GEM_TYPE_VIDEO_LOOP);
   return ok;
 }
