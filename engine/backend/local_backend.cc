@@ -37,8 +37,11 @@
 // Faults apply to API requests (/v1, /v1beta, /v1alpha) after the key check; latency also delays
 // media downloads; admin calls are never delayed, failed or logged.
 //
-// Not served: chunked request bodies (411: lws 4.1 does not decode them server-side), the Files
-// upload API, HEAD.
+// Files API (files_api.h): resumable uploads at /upload/{version}/files, GET/DELETE
+// {version}/files/{id}, GET {version}/files. Text models answer from the media they receive and
+// ground googleSearch requests in a local corpus (understanding.h).
+//
+// Not served: chunked request bodies (411: lws 4.1 does not decode them server-side), HEAD.
 //
 // Safety fault trigger: a prompt containing the word "forbidden-content" is "blocked": Gemini
 // image models answer finishReason IMAGE_SAFETY without image, Imagen answers raiFilteredReason
@@ -46,8 +49,10 @@
 // raiMediaFilteredCount 1 and no samples, text models answer finishReason SAFETY.
 #include "gemstream/local_backend.h"
 
+#include "files_api.h"
 #include "live_server.h"
 #include "media.h"
+#include "understanding.h"
 #include "wire.h"
 #include "work_queue.h"
 
@@ -603,6 +608,7 @@ struct LocalBackend::Impl {
   std::mt19937_64 rng;
   std::map<std::string, Operation> operations;  // by full name models/{m}/operations/{id}
   std::map<std::string, StoredFile> files;      // by file id
+  backend::FilesApi files_api;                  // uploaded files
   std::vector<unsigned char> write_buffer;
 
   // Live API sessions (service thread); created by the first start() and kept across restarts,
@@ -1128,8 +1134,9 @@ Reply LocalBackend::Impl::dispatch(Transaction &tx) {
   if (path.rfind("/_media/", 0) == 0)
     return media(tx);
 
-  // /{version}/{rest}
-  std::string_view rest = path.substr(path.empty() ? 0 : 1);
+  // /{version}/{rest}, or /upload/{version}/files for the Files API's uploads
+  const bool upload = path.rfind("/upload/", 0) == 0;
+  std::string_view rest = path.substr(upload ? 8 : path.empty() ? 0 : 1);
   const auto slash = rest.find('/');
   const std::string_view version = rest.substr(0, slash);
   if (slash == std::string_view::npos ||
@@ -1141,6 +1148,26 @@ Reply LocalBackend::Impl::dispatch(Transaction &tx) {
     return std::move(*denied);
   if (auto fault = take_fault())
     return std::move(*fault);
+
+  const auto files_reply = [&](backend::FilesReply reply) {
+    Response r = reply.body.empty() ? Response{}
+                                    : body_response(reply.status, kJsonType, std::move(reply.body));
+    r.status = reply.status;
+    r.headers = std::move(reply.headers);
+    return r;
+  };
+  const auto files_request = [&] {
+    return backend::FilesRequest{tx.method, tx.path, tx.query,
+                                 [&tx](std::string_view name) { return tx.header(name); }, tx.body,
+                                 base_url()};
+  };
+  if (upload) {
+    if (rest != "files")
+      return error_response(404, "The requested URL " + tx.path + " was not found on this server.");
+    return files_reply(files_api.upload(files_request()));
+  }
+  if (rest == "files")
+    return files_reply(files_api.files(files_request(), version, ""));
 
   auto method_not_found = [&] {
     return error_response(404, "Method not found: " + tx.method + " " + tx.path);
@@ -1200,6 +1227,8 @@ Reply LocalBackend::Impl::dispatch(Transaction &tx) {
     if (colon != std::string_view::npos && tail.substr(colon + 1) == "download" &&
         tx.method == "GET")
       return download(tail.substr(0, colon), tx);
+    if (colon == std::string_view::npos && tail.find('/') == std::string_view::npos)
+      return files_reply(files_api.files(files_request(), version, rest.substr(5)));
     return method_not_found();
   }
 
@@ -1446,6 +1475,31 @@ Reply LocalBackend::Impl::generate_content(const ModelInfo &model, const json &b
 
   if (model.kind == ModelKind::Text && wants_image)
     return invalid_argument("Model does not support the requested response modalities: image");
+
+  if (model.kind == ModelKind::Text && !blocked) {
+    auto parsed = backend::parse_text_request(
+        body, [this](std::string_view uri, std::string_view mime)
+                  -> std::variant<backend::MediaInput, backend::HttpError> {
+          auto file = files_api.resolve(uri);
+          if (auto *error = std::get_if<backend::FilesError>(&file))
+            return backend::HttpError{error->status, error->message};
+          auto &content = std::get<backend::FileContent>(file);
+          return backend::MediaInput{mime.empty() ? content.mime_type : std::string(mime),
+                                     content.data, std::nullopt, std::nullopt, std::nullopt};
+        });
+    if (auto *error = std::get_if<backend::HttpError>(&parsed))
+      return error_response(error->status, error->message);
+    auto &request = std::get<backend::TextRequest>(parsed);
+    if (!request.media.empty() || request.google_search) {
+      return Work([request = std::move(request), model_version, response_id, stream, sse] {
+        GenerateResult g;
+        g.stream = stream;
+        g.sse = sse;
+        g.response = backend::answer_text_request(request, model_version, response_id);
+        return finish_generate(g);
+      });
+    }
+  }
 
   GenerateResult g;
   g.stream = stream;

@@ -2,6 +2,8 @@
 
 #include <array>
 #include <charconv>
+#include <cstdint>
+#include <cstdio>
 #include <utility>
 
 namespace gemstream::codec {
@@ -165,7 +167,7 @@ std::optional<Part> decode_part(const Reader &r, const json &p, const std::strin
   }
   if (const json *blob = r.object(p, "inlineData", path)) {
     std::string bp = Reader::join(path, "inlineData");
-    return BlobPart{r.string(*blob, "mimeType", bp), r.base64(*blob, "data", bp)};
+    return BlobPart{r.string(*blob, "mimeType", bp), r.base64(*blob, "data", bp), std::nullopt};
   }
   if (const json *call = r.object(p, "functionCall", path)) {
     std::string cp = Reader::join(path, "functionCall");
@@ -279,6 +281,23 @@ constexpr std::string_view kBase64Alphabet =
 
 } // namespace
 
+UsageDetails UsageMetadata::details() const {
+  UsageDetails d;
+  d.prompt_tokens = prompt_token_count;
+  d.candidates_tokens = candidates_token_count;
+  d.thoughts_tokens = thoughts_token_count;
+  d.tool_use_prompt_tokens = tool_use_prompt_token_count;
+  d.cached_tokens = cached_content_token_count;
+  d.total_tokens = total_token_count;
+  for (const auto &m : prompt_tokens_details) {
+    d.prompt_details.push_back({m.modality, m.token_count});
+  }
+  for (const auto &m : candidates_tokens_details) {
+    d.candidates_details.push_back({m.modality, m.token_count});
+  }
+  return d;
+}
+
 std::string Candidate::text() const {
   std::string out;
   for (const Part &part : content.parts) {
@@ -302,7 +321,17 @@ nlohmann::json encode_part(const Part &part) {
           }
           return j;
         } else if constexpr (std::is_same_v<T, BlobPart>) {
-          return {{"inlineData", {{"mimeType", p.mime_type}, {"data", base64_encode(p.data)}}}};
+          json j{{"inlineData", {{"mimeType", p.mime_type}, {"data", base64_encode(p.data)}}}};
+          if (p.video_metadata) {
+            j["videoMetadata"] = encode_video_metadata(*p.video_metadata);
+          }
+          return j;
+        } else if constexpr (std::is_same_v<T, FileDataPart>) {
+          json j{{"fileData", {{"mimeType", p.mime_type}, {"fileUri", p.file_uri}}}};
+          if (p.video_metadata) {
+            j["videoMetadata"] = encode_video_metadata(*p.video_metadata);
+          }
+          return j;
         } else {
           json call{{"name", p.name}, {"args", p.args}};
           if (!p.id.empty()) {
@@ -334,6 +363,165 @@ nlohmann::json encode_image_generation_request(const ImageRequest &req) {
   }
   return {{"contents", json::array({encode_content({"user", {TextPart{req.prompt}}})})},
           {"generationConfig", std::move(config)}};
+}
+
+nlohmann::json encode_video_metadata(const VideoMetadata &metadata) {
+  auto duration = [](double seconds) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.3f", seconds);
+    std::string text = buf;
+    while (text.back() == '0') {
+      text.pop_back();
+    }
+    if (text.back() == '.') {
+      text.pop_back();
+    }
+    return text + "s";
+  };
+  json j = json::object();
+  if (metadata.start_offset_s) {
+    j["startOffset"] = duration(*metadata.start_offset_s);
+  }
+  if (metadata.end_offset_s) {
+    j["endOffset"] = duration(*metadata.end_offset_s);
+  }
+  if (metadata.fps) {
+    j["fps"] = *metadata.fps;
+  }
+  return j;
+}
+
+nlohmann::json encode_generate_content_request(const GenerateRequest &req) {
+  if (req.parts.empty()) {
+    throw Error(ErrorKind::InvalidArgument, "a generateContent request needs at least one part");
+  }
+  Content turn{"user", {}};
+  for (const InputPart &part : req.parts) {
+    switch (part.type) {
+    case InputPart::Type::Text:
+      turn.parts.emplace_back(TextPart{part.text, false});
+      break;
+    case InputPart::Type::InlineData:
+      turn.parts.emplace_back(BlobPart{part.mime_type, part.data, part.video_metadata});
+      break;
+    case InputPart::Type::FileData:
+      turn.parts.emplace_back(FileDataPart{part.mime_type, part.file_uri, part.video_metadata});
+      break;
+    }
+  }
+  json body{{"contents", json::array({encode_content(turn)})}};
+  if (!req.system_instruction.empty()) {
+    body["systemInstruction"] = {{"parts", json::array({{{"text", req.system_instruction}}})}};
+  }
+  json tools = json::array();
+  if (!req.functions.empty()) {
+    json declarations = json::array();
+    for (const FunctionDeclaration &f : req.functions) {
+      json d{{"name", f.name}, {"description", f.description}};
+      if (!f.parameters_json.empty()) {
+        json params = json::parse(f.parameters_json, nullptr, /*allow_exceptions=*/false);
+        if (!params.is_object()) {
+          throw Error(ErrorKind::InvalidArgument,
+                      "the parameters of function \"" + f.name + "\" are not a JSON object");
+        }
+        d["parameters"] = std::move(params);
+      }
+      declarations.push_back(std::move(d));
+    }
+    tools.push_back({{"functionDeclarations", std::move(declarations)}});
+  }
+  if (req.google_search) {
+    tools.push_back({{"googleSearch", json::object()}});
+  }
+  if (!tools.empty()) {
+    body["tools"] = std::move(tools);
+  }
+  json config = json::object();
+  if (req.temperature) {
+    config["temperature"] = *req.temperature;
+  }
+  if (req.max_output_tokens) {
+    config["maxOutputTokens"] = *req.max_output_tokens;
+  }
+  if (!config.empty()) {
+    body["generationConfig"] = std::move(config);
+  }
+  return body;
+}
+
+Grounding decode_grounding_metadata(const nlohmann::json &gm, const std::string &path) {
+  Reader r("groundingMetadata");
+  r.expect_object(gm, path);
+  Grounding g;
+  g.web_search_queries = r.strings(gm, "webSearchQueries", path);
+  if (const json *entry = r.object(gm, "searchEntryPoint", path)) {
+    g.search_entry_point_html =
+        r.string(*entry, "renderedContent", Reader::join(path, "searchEntryPoint"));
+  }
+  if (const json *chunks = r.array(gm, "groundingChunks", path)) {
+    const std::string cp = Reader::join(path, "groundingChunks");
+    for (std::size_t i = 0; i < chunks->size(); ++i) {
+      const std::string ip = Reader::index(cp, i);
+      r.expect_object((*chunks)[i], ip);
+      GroundingSource source;
+      if (const json *web = r.object((*chunks)[i], "web", ip)) {
+        const std::string wp = Reader::join(ip, "web");
+        source.uri = r.string(*web, "uri", wp);
+        source.title = r.string(*web, "title", wp);
+        source.domain = r.string(*web, "domain", wp);
+      }
+      g.sources.push_back(std::move(source));
+    }
+  }
+  if (const json *supports = r.array(gm, "groundingSupports", path)) {
+    const std::string sp = Reader::join(path, "groundingSupports");
+    for (std::size_t i = 0; i < supports->size(); ++i) {
+      const std::string ip = Reader::index(sp, i);
+      const json &s = (*supports)[i];
+      r.expect_object(s, ip);
+      GroundingSupport support;
+      if (const json *segment = r.object(s, "segment", ip)) {
+        const std::string segp = Reader::join(ip, "segment");
+        const std::int64_t start = r.int64(*segment, "startIndex", segp);
+        const std::int64_t end = r.int64(*segment, "endIndex", segp);
+        const std::int64_t part = r.int64(*segment, "partIndex", segp);
+        if (start < 0 || end < start) {
+          r.fail(segp, "invalid byte range [" + std::to_string(start) + ", " +
+                           std::to_string(end) + ")");
+        }
+        if (part < 0 || part > INT32_MAX) {
+          r.fail(Reader::join(segp, "partIndex"), "out of range");
+        }
+        support.start_index = static_cast<std::size_t>(start);
+        support.end_index = static_cast<std::size_t>(end);
+        support.part_index = static_cast<int>(part);
+        support.text = r.string(*segment, "text", segp);
+      }
+      if (const json *indices = r.array(s, "groundingChunkIndices", ip)) {
+        const std::string xp = Reader::join(ip, "groundingChunkIndices");
+        for (std::size_t k = 0; k < indices->size(); ++k) {
+          const json &v = (*indices)[k];
+          if (!v.is_number_integer() || v.get<std::int64_t>() < 0 ||
+              v.get<std::int64_t>() > INT32_MAX) {
+            r.fail(Reader::index(xp, k), "expected a chunk index, got " + v.dump());
+          }
+          support.chunk_indices.push_back(v.get<int>());
+        }
+      }
+      if (const json *scores = r.array(s, "confidenceScores", ip)) {
+        const std::string xp = Reader::join(ip, "confidenceScores");
+        for (std::size_t k = 0; k < scores->size(); ++k) {
+          if (!(*scores)[k].is_number()) {
+            r.fail(Reader::index(xp, k),
+                   std::string("expected a number, got ") + (*scores)[k].type_name());
+          }
+          support.confidence_scores.push_back((*scores)[k].get<double>());
+        }
+      }
+      g.supports.push_back(std::move(support));
+    }
+  }
+  return g;
 }
 
 GenerateContentResponse decode_generate_content_response(std::string_view body) {
@@ -487,6 +675,81 @@ Operation decode_operation(std::string_view body) {
   op.rai_filtered_count = static_cast<int>(r.int64(*gvr, "raiMediaFilteredCount", gp));
   op.rai_filtered_reasons = r.strings(*gvr, "raiMediaFilteredReasons", gp);
   return op;
+}
+
+// ---- Files API ----------------------------------------------------------------------------------
+
+FileResource decode_file_resource(const nlohmann::json &f, const std::string &path) {
+  Reader r("file");
+  r.expect_object(f, path);
+  FileResource file;
+  file.name = r.string(f, "name", path);
+  if (file.name.empty()) {
+    r.fail(Reader::join(path, "name"), "missing");
+  }
+  file.display_name = r.string(f, "displayName", path);
+  file.mime_type = r.string(f, "mimeType", path);
+  const std::int64_t size = r.int64(f, "sizeBytes", path);
+  if (size < 0) {
+    r.fail(Reader::join(path, "sizeBytes"), "negative size");
+  }
+  file.size_bytes = static_cast<std::uint64_t>(size);
+  file.create_time = r.string(f, "createTime", path);
+  file.update_time = r.string(f, "updateTime", path);
+  file.expiration_time = r.string(f, "expirationTime", path);
+  file.sha256_hash = r.string(f, "sha256Hash", path);
+  file.uri = r.string(f, "uri", path);
+  const std::string state = r.string(f, "state", path);
+  if (state == "PROCESSING") {
+    file.state = FileState::Processing;
+  } else if (state == "ACTIVE") {
+    file.state = FileState::Active;
+  } else if (state == "FAILED") {
+    file.state = FileState::Failed;
+  }
+  if (const json *err = r.object(f, "error", path)) {
+    file.error_message = r.string(*err, "message", Reader::join(path, "error"));
+  }
+  if (const json *video = r.object(f, "videoMetadata", path)) {
+    const std::string vp = Reader::join(path, "videoMetadata");
+    const std::string duration = r.string(*video, "videoDuration", vp);
+    if (!duration.empty()) {
+      auto ms = parse_duration(duration);
+      if (!ms) {
+        r.fail(Reader::join(vp, "videoDuration"), "not a duration: \"" + duration + "\"");
+      }
+      file.video_duration_s = static_cast<double>(ms->count()) / 1000.0;
+    }
+  }
+  return file;
+}
+
+FileResource decode_file_response(std::string_view body) {
+  Reader r("file");
+  return decode_file_resource(r.parse(body), "");
+}
+
+FileResource decode_upload_response(std::string_view body) {
+  Reader r("upload");
+  json doc = r.parse(body);
+  const json *file = r.object(doc, "file", {});
+  if (file == nullptr) {
+    r.fail("file", "missing");
+  }
+  return decode_file_resource(*file, "file");
+}
+
+FileList decode_file_list(std::string_view body) {
+  Reader r("files.list");
+  json doc = r.parse(body);
+  FileList list;
+  if (const json *files = r.array(doc, "files", {})) {
+    for (std::size_t i = 0; i < files->size(); ++i) {
+      list.files.push_back(decode_file_resource((*files)[i], Reader::index("files", i)));
+    }
+  }
+  list.next_page_token = r.string(doc, "nextPageToken", {});
+  return list;
 }
 
 // ---- helpers ------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@
 
 #include "gemstream/error.h"
 #include "gemstream/export.h"
+#include "gemstream/files.h"
 #include "gemstream/genai.h"
+#include "gemstream/grounding.h"
 
 #include <nlohmann/json.hpp>
 
@@ -31,6 +33,14 @@ struct TextPart {
 struct BlobPart {
   std::string mime_type;
   std::string data;
+  std::optional<VideoMetadata> video_metadata{}; // the part's videoMetadata (encoders only)
+};
+
+// fileData: a file uploaded through the Files API (encoders only: answers do not carry it).
+struct FileDataPart {
+  std::string mime_type;
+  std::string file_uri;
+  std::optional<VideoMetadata> video_metadata{};
 };
 
 struct FunctionCallPart {
@@ -39,7 +49,7 @@ struct FunctionCallPart {
   nlohmann::json args = nlohmann::json::object();
 };
 
-using Part = std::variant<TextPart, BlobPart, FunctionCallPart>;
+using Part = std::variant<TextPart, BlobPart, FunctionCallPart, FileDataPart>;
 
 struct Content {
   std::string role; // "user", "model", or empty
@@ -62,6 +72,7 @@ struct UsageMetadata {
   std::vector<ModalityTokenCount> candidates_tokens_details;
 
   Usage summary() const { return {prompt_token_count, candidates_token_count, total_token_count}; }
+  UsageDetails details() const;
 };
 
 struct GEMSTREAM_API Candidate {
@@ -93,6 +104,19 @@ GEMSTREAM_API nlohmann::json encode_content(const Content &content);
 GEMSTREAM_API nlohmann::json encode_image_generation_request(const ImageRequest &req);
 
 GEMSTREAM_API GenerateContentResponse decode_generate_content_response(std::string_view body);
+
+// A text or multimodal request: contents (one user turn), systemInstruction, tools
+// (googleSearch, functionDeclarations) and generationConfig (temperature, maxOutputTokens).
+// Throws Error(InvalidArgument) for a function whose parameters are not a JSON object, or a
+// request without parts.
+GEMSTREAM_API nlohmann::json encode_generate_content_request(const GenerateRequest &req);
+
+// Part.videoMetadata: offsets as Duration strings ("1.5s").
+GEMSTREAM_API nlohmann::json encode_video_metadata(const VideoMetadata &metadata);
+
+// groundingMetadata (see gemstream/grounding.h); `path` prefixes error paths.
+GEMSTREAM_API Grounding decode_grounding_metadata(const nlohmann::json &metadata,
+                                                  const std::string &path = "groundingMetadata");
 
 // ---- Imagen :predict ----------------------------------------------------------------------------
 
@@ -128,6 +152,21 @@ GEMSTREAM_API Operation decode_operation(std::string_view body);
 // Error carries no HTTP status: the answer that held it was a 200.
 GEMSTREAM_API Error error_from_rpc_status(int code, const std::string &status,
                                           const std::string &message, const std::string &resource);
+
+// ---- Files API ----------------------------------------------------------------------------------
+
+// A File resource object (GET files/{id}, or the "file" member of the final upload answer).
+// `name` is required; sizeBytes accepts a string or a number; an unknown state reads as
+// Unspecified.
+GEMSTREAM_API FileResource decode_file_resource(const nlohmann::json &file, const std::string &path);
+GEMSTREAM_API FileResource decode_file_response(std::string_view body); // GET files/{id}
+GEMSTREAM_API FileResource decode_upload_response(std::string_view body); // {"file":{...}}
+
+struct FileList {
+  std::vector<FileResource> files;
+  std::string next_page_token;
+};
+GEMSTREAM_API FileList decode_file_list(std::string_view body);
 
 // ---- helpers ------------------------------------------------------------------------------------
 

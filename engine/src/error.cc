@@ -54,6 +54,7 @@ const char *to_string(ErrorKind kind) noexcept {
   case ErrorKind::Config: return "Config";
   case ErrorKind::Io: return "Io";
   case ErrorKind::TooLarge: return "TooLarge";
+  case ErrorKind::BudgetExceeded: return "BudgetExceeded";
   }
   return "Unknown";
 }

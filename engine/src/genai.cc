@@ -127,7 +127,76 @@ ImageResult image_from_predict(codec::PredictResponse resp) {
   throw Error(ErrorKind::SafetyFiltered, "the model returned no image: " + join(reasons, "; "));
 }
 
+GenerateResult result_from_generate_content(codec::GenerateContentResponse resp) {
+  if (!resp.block_reason.empty()) {
+    std::string msg = "the prompt was blocked (blockReason " + resp.block_reason + ")";
+    if (!resp.block_reason_message.empty()) {
+      msg += ": " + resp.block_reason_message;
+    }
+    throw Error(ErrorKind::SafetyFiltered, msg);
+  }
+  if (resp.candidates.empty()) {
+    throw Error(ErrorKind::Protocol,
+                "malformed generateContent response: neither candidates nor promptFeedback");
+  }
+  GenerateResult result;
+  codec::Candidate &first = resp.candidates.front();
+  for (codec::Part &part : first.content.parts) {
+    if (auto *text = std::get_if<codec::TextPart>(&part); text != nullptr && !text->thought) {
+      result.text += text->text;
+      result.text_parts.push_back(std::move(text->text));
+    } else if (auto *call = std::get_if<codec::FunctionCallPart>(&part)) {
+      result.function_calls.push_back({call->id, call->name, call->args.dump()});
+    }
+  }
+  result.finish_reason = first.finish_reason;
+  if (first.grounding_metadata) {
+    // Decoded once here so that a malformed one fails the call, not a later display.
+    codec::decode_grounding_metadata(*first.grounding_metadata, "candidates[0].groundingMetadata");
+    result.grounding_metadata_json = first.grounding_metadata->dump();
+  }
+  if (resp.usage) {
+    result.usage = resp.usage->details();
+  }
+  result.model_version = std::move(resp.model_version);
+  result.response_id = std::move(resp.response_id);
+  const bool empty = result.text_parts.empty() && result.function_calls.empty();
+  if (empty && (first.finish_reason == "SAFETY" || first.finish_reason == "PROHIBITED_CONTENT" ||
+                first.finish_reason == "BLOCKLIST" || first.finish_reason == "SPII" ||
+                first.finish_reason == "RECITATION")) {
+    std::string msg = "the model refused to answer (finishReason " + first.finish_reason + ")";
+    if (!first.finish_message.empty()) {
+      msg += ": " + first.finish_message;
+    }
+    throw Error(ErrorKind::SafetyFiltered, msg);
+  }
+  return result;
+}
+
 } // namespace
+
+InputPart InputPart::from_text(std::string text) {
+  InputPart p;
+  p.type = Type::Text;
+  p.text = std::move(text);
+  return p;
+}
+
+InputPart InputPart::from_bytes(std::string mime_type, std::string bytes) {
+  InputPart p;
+  p.type = Type::InlineData;
+  p.mime_type = std::move(mime_type);
+  p.data = std::move(bytes);
+  return p;
+}
+
+InputPart InputPart::from_file(std::string mime_type, std::string file_uri) {
+  InputPart p;
+  p.type = Type::FileData;
+  p.mime_type = std::move(mime_type);
+  p.file_uri = std::move(file_uri);
+  return p;
+}
 
 GenAiClient::GenAiClient(Endpoint endpoint, ClientOptions options)
     : endpoint_(std::move(endpoint)), options_(std::move(options)),
@@ -162,6 +231,16 @@ ImageResult GenAiClient::generate_image(const ImageRequest &req, const CancelTok
       post_json(*http_, options_, url_for(model + ":generateContent"),
                 codec::encode_image_generation_request(req).dump(), cancel, on_retry);
   return image_from_generate_content(codec::decode_generate_content_response(resp.body));
+}
+
+GenerateResult GenAiClient::generate_content(const GenerateRequest &req,
+                                             const CancelToken &cancel,
+                                             const RetryObserver &on_retry) {
+  const std::string model = codec::model_resource(req.model_id);
+  HttpResponse resp =
+      post_json(*http_, options_, url_for(model + ":generateContent"),
+                codec::encode_generate_content_request(req).dump(), cancel, on_retry);
+  return result_from_generate_content(codec::decode_generate_content_response(resp.body));
 }
 
 Operation GenAiClient::start_video(const VideoRequest &req, const CancelToken &cancel,

@@ -42,6 +42,7 @@ DomainCode domain_code_for(ErrorKind kind) {
   case ErrorKind::TooLarge:
     return {GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NO_SPACE_LEFT};
   case ErrorKind::Cancelled:
+  case ErrorKind::BudgetExceeded:
     return {GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_FAILED};
   }
   return {GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_FAILED};

@@ -566,6 +566,10 @@ TEST_F(GeminiLiveTest, StalledServiceNeverBlocksTheStreamingThread) {
   g_object_get(s, "dropped-audio-ms", &dropped, nullptr);
   EXPECT_GE(dropped, 7900u);
   EXPECT_LE(dropped, 8100u);
+  // The pipeline can reach EOS before the session has even connected: wait for the setup, then
+  // check that nothing follows it while setupComplete is withheld.
+  ASSERT_TRUE(wait_setup());
+  std::this_thread::sleep_for(100ms);
   EXPECT_EQ(conn().received.size(), 1u);  // the setup, nothing else
   gst_object_unref(s);
 }

@@ -1,6 +1,9 @@
 // The gemstream command line against an in-process local backend: files written, exit codes,
 // messages, and no partial output on failure.
+#include "media.h"
+
 #include <gemstream/local_backend.h>
+#include <gemstream/media_probe.h>
 #include <gtest/gtest.h>
 
 #include <array>
@@ -104,4 +107,40 @@ TEST_F(CliTest, UsageErrorsExitTwo) {
   CliRun help = run("video --help");
   EXPECT_EQ(help.code, 0);
   EXPECT_NE(help.output.find("--mood"), std::string::npos);
+}
+
+TEST_F(CliTest, LoopWritesMp4WebmAndPosterOfTheLoopDuration) {
+  gemstream::backend::VideoSpec spec;
+  spec.seconds = 4;
+  spec.width = 320;
+  spec.height = 180;
+  spec.prompt = "calm teal waves";
+  auto clip = dir_ / "clip.mp4";
+  std::ofstream(clip, std::ios::binary) << gemstream::backend::render_mp4(spec);
+  auto out = dir_ / "loop";
+  CliRun r = run("loop " + clip.string() + " --out " + out.string() + " --crossfade 1s", env_);
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto mp4 = gemstream::probe_media(out / "loop.mp4");
+  EXPECT_NEAR(mp4.duration_s, 3.0, 0.1);
+  EXPECT_EQ(mp4.video()->codec, "h264");
+  ASSERT_NE(mp4.audio(), nullptr);
+  EXPECT_EQ(mp4.audio()->codec, "aac");
+  auto webm = gemstream::probe_media(out / "loop.webm");
+  EXPECT_EQ(webm.video()->codec, "vp9");
+  EXPECT_EQ(webm.audio()->codec, "opus");
+  EXPECT_NEAR(webm.duration_s, 3.0, 0.1);
+  EXPECT_EQ(slurp(out / "poster.jpg").substr(0, 2), "\xff\xd8");
+  for (auto &e : fs::directory_iterator(out))
+    EXPECT_NE(e.path().extension(), ".part") << e.path();
+}
+
+TEST_F(CliTest, LoopRefusesABadInputBeforeWorkAndWritesNothing) {
+  auto bad = dir_ / "truncated.mp4";
+  std::ofstream(bad, std::ios::binary) << std::string("\0\0\0\x18" "ftypisom", 12) << std::string(5000, 'x');
+  auto out = dir_ / "never";
+  CliRun r = run("loop " + bad.string() + " --out " + out.string(), env_);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("truncated"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out / "loop.mp4"));
+  EXPECT_FALSE(fs::exists(out / "loop.mp4.part"));
 }

@@ -1,43 +1,49 @@
-// gemstream image / video / demo: generation through the imagegensrc and veosrc elements.
+// gemstream image / video / demo: the cover-image and background-video pipeline files, run
+// through the embedding API (the same code path an application uses).
 #include "cli_args.h"
 #include "commands.h"
 #include "pipeline_runner.h"
+#include "spending.h"
 
 #include <gemstream/config.h>
+#include <gemstream/costs.h>
+#include <gemstream/media_probe.h>
+#include <gemstream/pipeline.h>
 #include <gst/pbutils/pbutils.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
 
 #include <cstdio>
 #include <filesystem>
+#include <set>
 #include <string>
+#include <vector>
 
 namespace gemstream::cli {
 namespace {
 
 namespace fs = std::filesystem;
 
-GstElement *make(const char *factory, const char *name) {
-  GstElement *e = gst_element_factory_make(factory, name);
-  if (!e)
-    throw std::runtime_error(std::string("GStreamer element '") + factory +
-                             "' is missing: is the gemstream plugin built and installed?");
-  return e;
-}
-
-// Sets an enum property from its nick, with a usage error listing the allowed values.
-void set_enum(GstElement *e, const char *prop, const std::string &nick, const char *option) {
-  GParamSpec *pspec = g_object_class_find_property(G_OBJECT_GET_CLASS(e), prop);
-  GEnumClass *klass = G_ENUM_CLASS(g_type_class_ref(pspec->value_type));
-  GEnumValue *v = g_enum_get_value_by_nick(klass, nick.c_str());
-  if (!v) {
-    std::string allowed;
-    for (guint i = 0; i < klass->n_values; ++i)
-      allowed += std::string(i ? ", " : "") + klass->values[i].value_nick;
-    g_type_class_unref(klass);
-    throw UsageError(std::string("--") + option + ": unknown value \"" + nick + "\" (one of: " +
-                     allowed + ")");
+// Loads one of the project's pipeline files. A value the file rejects is a usage error, named
+// after the command-line option that carries it ("--style: ...").
+std::unique_ptr<Pipeline> load_pipeline(const std::string &name,
+                                        const std::map<std::string, std::string> &values) {
+  const PipelineFile file = PipelineFile::load(PipelineFile::find(name));
+  try {
+    file.validate(values);
+  } catch (const Error &e) {
+    const std::string &text = e.message();
+    const std::string marker = ": parameter '";
+    const auto at = text.find(marker);
+    if (e.kind() != ErrorKind::InvalidArgument || at == std::string::npos)
+      throw;
+    const auto name_end = text.find('\'', at + marker.size());
+    throw UsageError("--" + text.substr(at + marker.size(), name_end - at - marker.size()) +
+                     text.substr(name_end + 1));
   }
-  g_object_set(e, prop, v->value, nullptr);
-  g_type_class_unref(klass);
+  return Pipeline::from_file(file, values);
 }
 
 // Writes through "<out>.part" and renames on success, so a failure never leaves a partial file.
@@ -66,6 +72,32 @@ private:
 
 bool have_api_key() { return !EnvSettings::from_environment().api_key.empty(); }
 
+// The config key of a --model value ("nano-banana" -> "nano_banana"), else the fallback.
+std::string model_key(const std::string &option, const std::string &fallback) {
+  if (option.empty() || option == "default")
+    return fallback;
+  std::string key = option;
+  std::replace(key.begin(), key.end(), '-', '_');
+  return key;
+}
+
+// Every gemstream-cost message of the run becomes a ledger row.
+void record_costs(PipelineRunner &runner, const Spending &spending, std::string what) {
+  runner.on_event = [&spending, what = std::move(what)](const Event &event) {
+    const auto *c = std::get_if<events::Cost>(&event);
+    if (!c)
+      return;
+    CostEntry e;
+    e.kind = cost_kind_from_string(c->kind).value_or(CostKind::Image);
+    e.model = c->model;
+    e.units = c->units;
+    e.unit = e.kind == CostKind::Video ? "second" : "image";
+    e.usd_nanos = usd_to_nanos(c->usd);
+    e.note = what;
+    spending.record(e);
+  };
+}
+
 struct ImageJob {
   std::string motif;
   std::string style, palette, model, aspect_ratio;
@@ -73,33 +105,36 @@ struct ImageJob {
   fs::path out;
 };
 
-int run_image(const ImageJob &job, double *usd) {
+int run_image(const ImageJob &job, const Spending &spending, double *usd) {
+  const MediaConfig config = MediaConfig::load_default();
+  const std::string env_model = EnvSettings::from_environment().image_model;
+  const std::string key = model_key(job.model, env_model.empty() ? "nano_banana" : env_model);
+  spending.check(price_images(config, key).usd(), "this image");
   AtomicOutput output(job.out);
-  GstElement *pipeline = gst_pipeline_new("image");
-  GstElement *src = make("imagegensrc", "imagegensrc");
-  GstElement *sink = make("filesink", "sink");
-  gst_bin_add_many(GST_BIN(pipeline), src, sink, nullptr);
-  gst_element_link(src, sink);
-  PipelineRunner runner(pipeline);
-  g_object_set(src, "prompt", job.motif.c_str(), "use-template", !job.raw, nullptr);
+  std::map<std::string, std::string> values = {{"prompt", job.motif},
+                                               {"output", output.part().string()}};
+  if (job.raw)
+    values["use-template"] = "false";
   if (!job.style.empty())
-    set_enum(src, "style", job.style, "style");
+    values["style"] = job.style;
   if (!job.model.empty())
-    set_enum(src, "model", job.model, "model");
+    values["model"] = job.model;
   if (!job.palette.empty())
-    g_object_set(src, "palette", job.palette.c_str(), nullptr);
+    values["palette"] = job.palette;
   if (!job.aspect_ratio.empty())
-    g_object_set(src, "aspect-ratio", job.aspect_ratio.c_str(), nullptr);
-  g_object_set(sink, "location", output.part().c_str(), nullptr);
+    values["aspect-ratio"] = job.aspect_ratio;
+  PipelineRunner runner(load_pipeline("cover-image", values));
+  record_costs(runner, spending, "image \"" + job.motif + "\" -> " + job.out.string());
 
   RunOutcome outcome = runner.run();
   if (usd)
     *usd += outcome.usd;
-  if (outcome.eos && outcome.error.empty()) {
+  // An interrupted run also ends in EOS, but its output is incomplete.
+  if (outcome.eos && outcome.error.empty() && !outcome.interrupted) {
     output.commit();
     std::printf("image: %s\n", job.out.c_str());
   }
-  return report_outcome(outcome);
+  return outcome.interrupted && outcome.error.empty() ? 130 : report_outcome(outcome);
 }
 
 struct VideoJob {
@@ -111,54 +146,58 @@ struct VideoJob {
   fs::path out;
 };
 
-int run_video(const VideoJob &job, double *usd) {
+// Seconds as a duration value ("1.500s").
+std::string seconds(double s) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3fs", s);
+  return buf;
+}
+
+int run_video(const VideoJob &job, const Spending &spending, double *usd) {
+  if (job.operation.empty()) {  // a resumed operation was paid for when it started
+    const MediaConfig config = MediaConfig::load_default();
+    const std::string env_model = EnvSettings::from_environment().video_model;
+    const VideoModel &model = config.video_model(
+        model_key(job.model, env_model.empty() ? config.defaults.background_video : env_model));
+    spending.check(price_video(config, model.key, model.duration_seconds).usd(), "this video");
+  }
   AtomicOutput output(job.out);
-  GstElement *pipeline = gst_pipeline_new("video");
-  GstElement *src = make("veosrc", "veosrc");
-  GstElement *sink = make("filesink", "sink");
-  gst_bin_add_many(GST_BIN(pipeline), src, sink, nullptr);
-  gst_element_link(src, sink);
-  PipelineRunner runner(pipeline);
-  runner.on_element_message = [](const GstStructure *s) {
-    if (gst_structure_has_name(s, "gemstream-operation"))
-      std::fprintf(stderr, "operation: %s\n", gst_structure_get_string(s, "operation"));
-  };
+  std::map<std::string, std::string> values = {{"output", output.part().string()}};
   if (!job.description.empty())
-    g_object_set(src, "prompt", job.description.c_str(), nullptr);
-  g_object_set(src, "use-template", !job.raw, nullptr);
+    values["prompt"] = job.description;
+  if (job.raw)
+    values["use-template"] = "false";
   if (!job.mood.empty())
-    set_enum(src, "mood", job.mood, "mood");
+    values["mood"] = job.mood;
   if (!job.model.empty())
-    set_enum(src, "model", job.model, "model");
+    values["model"] = job.model;
   if (!job.aspect_ratio.empty())
-    set_enum(src, "aspect-ratio", job.aspect_ratio, "aspect-ratio");
+    values["aspect-ratio"] = job.aspect_ratio;
   if (!job.resolution.empty())
-    set_enum(src, "resolution", job.resolution, "resolution");
+    values["resolution"] = job.resolution;
   if (!job.image.empty())
-    g_object_set(src, "image-location", job.image.c_str(), nullptr);
+    values["image"] = job.image;
   if (!job.negative_prompt.empty())
-    g_object_set(src, "negative-prompt", job.negative_prompt.c_str(), nullptr);
+    values["negative-prompt"] = job.negative_prompt;
   if (!job.operation.empty())
-    g_object_set(src, "operation", job.operation.c_str(), nullptr);
-  double poll = job.poll_interval_s > 0 ? job.poll_interval_s : (have_api_key() ? 10.0 : 1.0);
-  g_object_set(src, "poll-interval", static_cast<guint>(poll * 1000), "timeout",
-               static_cast<guint>(std::max(1.0, job.timeout_s)), nullptr);
-  g_object_set(sink, "location", output.part().c_str(), nullptr);
+    values["operation"] = job.operation;
+  values["poll-interval"] =
+      seconds(job.poll_interval_s > 0 ? job.poll_interval_s : (have_api_key() ? 10.0 : 1.0));
+  values["timeout"] = seconds(std::max(1.0, job.timeout_s));
+  PipelineRunner runner(load_pipeline("background-video", values));
+  record_costs(runner, spending, "video \"" + job.description + "\" -> " + job.out.string());
 
   RunOutcome outcome = runner.run();
   if (usd)
     *usd += outcome.usd;
-  if (outcome.eos && outcome.error.empty()) {
+  if (outcome.eos && outcome.error.empty() && !outcome.interrupted) {
     output.commit();
     std::printf("video: %s\n", job.out.c_str());
-  } else if (!outcome.error.empty()) {
-    gchar *op = nullptr;
-    g_object_get(src, "operation", &op, nullptr);
-    if (op && *op && job.operation.empty())
-      std::fprintf(stderr, "resume with: gemstream video --operation %s -o %s\n", op, job.out.c_str());
-    g_free(op);
+  } else if (!outcome.error.empty() && !outcome.operation.empty() && job.operation.empty()) {
+    std::fprintf(stderr, "resume with: gemstream video --operation %s -o %s\n",
+                 outcome.operation.c_str(), job.out.c_str());
   }
-  return report_outcome(outcome);
+  return outcome.interrupted && outcome.error.empty() ? 130 : report_outcome(outcome);
 }
 
 // One line describing a media file, read back with GstDiscoverer, to show what was made.
@@ -200,26 +239,95 @@ std::string describe(const fs::path &file) {
   return text;
 }
 
-const std::set<std::string> kImageOptions = {"style", "palette", "model", "aspect-ratio", "o", "output"};
+const std::set<std::string> kImageOptions = {"style", "palette", "model", "aspect-ratio",
+                                             "o",     "output",  "user"};
 const std::set<std::string> kVideoOptions = {"mood", "model", "aspect-ratio", "resolution", "image",
                                              "negative-prompt", "operation", "poll-interval",
-                                             "timeout", "o", "output"};
+                                             "timeout", "o", "output", "user"};
+
+struct LoopJob {
+  fs::path input;
+  fs::path out_dir;
+  std::string formats = "mp4,webm,poster";
+  std::string crossfade = "1s";
+  int height = 0;
+  bool quiet = false;
+};
+
+// The outputs a format list asks for, under their names in out_dir.
+std::vector<std::pair<std::string, fs::path>> loop_outputs(const LoopJob &job) {
+  const std::vector<std::pair<std::string, std::string>> all = {
+      {"mp4", "loop.mp4"}, {"webm", "loop.webm"}, {"poster", "poster.jpg"}};
+  std::vector<std::pair<std::string, fs::path>> out;
+  const std::string list = "," + job.formats + ",";
+  for (const auto &[format, file] : all)
+    if (list.find("," + format + ",") != std::string::npos)
+      out.emplace_back(format, job.out_dir / file);
+  return out;
+}
+
+int run_loop(const LoopJob &job) {
+  // Validate the input with libavformat before any work: a truncated or non-video file is a
+  // clear error here, not a pipeline failure halfway through.
+  const MediaInfo info = probe_media(job.input);
+  const auto outputs = loop_outputs(job);
+  if (outputs.empty())
+    throw UsageError("--formats: nothing to write (choose from mp4, webm, poster)");
+  std::vector<std::unique_ptr<AtomicOutput>> files;
+  std::map<std::string, std::string> values = {
+      {"input", job.input.string()},
+      {"audio", info.audio() ? "true" : "false"},
+      {"formats", job.formats},
+      {"crossfade", job.crossfade},
+      {"height", std::to_string(job.height)}};
+  for (const auto &[format, path] : outputs) {
+    files.push_back(std::make_unique<AtomicOutput>(path));
+    values[format == "poster" ? "poster-output" : format + "-output"] = files.back()->part().string();
+  }
+  if (!job.quiet)
+    std::fprintf(stderr, "looping %s: %.1f s, %dx%d, %s\n", job.input.c_str(), info.duration_s,
+                 info.video()->width, info.video()->height,
+                 info.audio() ? "with audio" : "no audio");
+  PipelineRunner runner(load_pipeline("background-loop", values));
+  runner.quiet = job.quiet;
+  RunOutcome outcome = runner.run();
+  if (outcome.eos && outcome.error.empty() && !outcome.interrupted) {
+    for (size_t i = 0; i < files.size(); ++i) {
+      files[i]->commit();
+      if (!job.quiet)
+        std::printf("%s: %s\n", outputs[i].first.c_str(), outputs[i].second.c_str());
+    }
+  }
+  return outcome.interrupted && outcome.error.empty() ? 130 : report_outcome(outcome);
+}
+
+const std::set<std::string> kLoopOptions = {"out", "formats", "crossfade", "height"};
 
 } // namespace
 
 const char *const kImageUsage =
     "usage: gemstream image \"MOTIF\" [--style minimal|abstract|nature|cosmic]\n"
     "         [--palette \"teal and gold\"] [--model nano-banana|imagen-4|imagen-4-fast]\n"
-    "         [--aspect-ratio 1:1] [--raw] [-o FILE]\n"
+    "         [--aspect-ratio 1:1] [--raw] [--user NAME] [-o FILE]\n"
     "Generates a card cover from the card-cover template (--raw sends MOTIF verbatim).";
 const char *const kVideoUsage =
     "usage: gemstream video \"DESCRIPTION\" [--mood calm|energetic|mysterious|focused]\n"
     "         [--model veo-3|veo-3-fast] [--aspect-ratio 16:9|9:16] [--resolution 720p|1080p]\n"
     "         [--image START.png] [--negative-prompt TEXT] [--operation NAME]\n"
-    "         [--poll-interval 10s] [--timeout 600s] [--raw] [-o FILE]\n"
+    "         [--poll-interval 10s] [--timeout 600s] [--raw] [--user NAME] [-o FILE]\n"
     "Generates an 8 s video with Veo; --operation resumes an operation instead of paying again.";
+const char *const kLoopUsage =
+    "usage: gemstream loop INPUT --out DIR [--formats mp4,webm,poster] [--crossfade 1s]\n"
+    "         [--height N] [--quiet]\n"
+    "Makes a seamless loop of a clip (the tail crossfaded into the head): DIR/loop.mp4 (H.264 +\n"
+    "AAC, faststart), DIR/loop.webm (VP9 + Opus), DIR/poster.jpg. Outputs appear only when\n"
+    "complete.";
+const char *const kBackgroundUsage =
+    "usage: gemstream background \"DESCRIPTION\" [--mood calm|energetic|mysterious|focused]\n"
+    "         --out DIR [--model veo-3|veo-3-fast] [--formats mp4,webm,poster] [--crossfade 1s]\n"
+    "Generates a Veo clip (DIR/clip.mp4) and its loop outputs in one command.";
 const char *const kDemoUsage =
-    "usage: gemstream demo [--out DIR]\n"
+    "usage: gemstream demo [--out DIR] [--user NAME]\n"
     "Generates a card cover (DIR/cover.png) and a background clip (DIR/background.mp4).";
 
 int cmd_image(const std::vector<std::string> &argv) {
@@ -234,7 +342,7 @@ int cmd_image(const std::vector<std::string> &argv) {
   job.aspect_ratio = args.get_or("aspect-ratio", "");
   job.raw = args.has_flag("raw");
   job.out = args.get_or("o", args.get_or("output", slugify(job.motif) + ".png"));
-  return run_image(job, nullptr);
+  return run_image(job, Spending::open(args), nullptr);
 }
 
 int cmd_video(const std::vector<std::string> &argv) {
@@ -254,32 +362,74 @@ int cmd_video(const std::vector<std::string> &argv) {
   job.timeout_s = args.number("timeout", 600);
   job.raw = args.has_flag("raw");
   job.out = args.get_or("o", args.get_or("output", slugify(job.description.empty() ? "video" : job.description) + ".mp4"));
-  return run_video(job, nullptr);
+  return run_video(job, Spending::open(args), nullptr);
 }
 
 int cmd_demo(const std::vector<std::string> &argv) {
-  Args args(argv, {"out"});
+  Args args(argv, {"out", "user"});
   if (!args.positionals().empty())
     throw UsageError(kDemoUsage);
   fs::path dir = args.get_or("out", "gemstream-out");
   const bool local = !have_api_key() && !g_getenv("GEMSTREAM_BASE_URL");
   std::printf("gemstream demo: a card cover and a background clip, on %s\n",
               local ? "the local backend (no GOOGLE_API_KEY set)" : "the configured API endpoint");
+  const Spending spending = Spending::open(args);
   double usd = 0;
   ImageJob image{"meditation practice", "minimal", "teal and gold", "", "", false, dir / "cover.png"};
-  if (int rc = run_image(image, &usd))
+  if (int rc = run_image(image, spending, &usd))
     return rc;
   VideoJob video;
   video.description = "peaceful beach sunset";
   video.mood = "calm";
   video.image = "";
   video.out = dir / "background.mp4";
-  if (int rc = run_video(video, &usd))
+  if (int rc = run_video(video, spending, &usd))
     return rc;
   std::printf("\n%s  %s\n%s  %s\ntotal cost: $%.3f%s\n", image.out.c_str(),
               describe(image.out).c_str(), video.out.c_str(), describe(video.out).c_str(), usd,
               local ? " (priced as on Google's API; the local backend charges nothing)" : "");
   return 0;
+}
+
+} // namespace gemstream::cli
+
+namespace gemstream::cli {
+
+int cmd_loop(const std::vector<std::string> &argv) {
+  Args args(argv, kLoopOptions, {"quiet"});
+  if (args.positionals().size() != 1 || !args.get("out"))
+    throw UsageError(kLoopUsage);
+  LoopJob job;
+  job.input = args.positionals()[0];
+  job.out_dir = *args.get("out");
+  job.formats = args.get_or("formats", job.formats);
+  job.crossfade = args.get_or("crossfade", job.crossfade);
+  job.height = static_cast<int>(args.number("height", 0));
+  job.quiet = args.has_flag("quiet");
+  return run_loop(job);
+}
+
+int cmd_background(const std::vector<std::string> &argv) {
+  std::set<std::string> options = kLoopOptions;
+  options.insert({"mood", "model", "user", "poll-interval"});
+  Args args(argv, options);
+  if (args.positionals().size() != 1 || !args.get("out"))
+    throw UsageError(kBackgroundUsage);
+  const fs::path dir = *args.get("out");
+  VideoJob video;
+  video.description = args.positionals()[0];
+  video.mood = args.get_or("mood", "");
+  video.model = args.get_or("model", "");
+  video.poll_interval_s = args.number("poll-interval", 0);
+  video.out = dir / "clip.mp4";
+  if (int rc = run_video(video, Spending::open(args), nullptr))
+    return rc;
+  LoopJob loop;
+  loop.input = video.out;
+  loop.out_dir = dir;
+  loop.formats = args.get_or("formats", loop.formats);
+  loop.crossfade = args.get_or("crossfade", loop.crossfade);
+  return run_loop(loop);
 }
 
 } // namespace gemstream::cli

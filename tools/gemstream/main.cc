@@ -22,7 +22,15 @@ const char *kUsage =
     "  demo [--out DIR]            generate a card cover and a background clip (the quick start)\n"
     "  image \"MOTIF\" [options]     generate a card cover image (gemstream image --help)\n"
     "  video \"DESCRIPTION\" [opts]  generate an 8 s background video with Veo\n"
+    "  loop IN --out DIR           seamless loop of a clip: MP4, WebM and poster outputs\n"
+    "  background \"DESC\" --out DIR a Veo clip and its loop outputs in one command\n"
     "  backend [--port N]          run the local backend on 127.0.0.1 and print its base URL\n"
+    "  run FILE [NAME=VALUE ...]   run a pipeline file (a path or a name from `pipelines`)\n"
+    "  inspect FILE [NAME=VALUE]   print the launch line a pipeline file resolves to\n"
+    "  pipelines                   list the installed pipeline files and their parameters\n"
+    "  ask \"QUESTION\" [--search]   ask a model; --search answers with citations and sources\n"
+    "  analyze FILE \"QUESTION\"     ask a model about a video (inline, upload or --frames N)\n"
+    "  costs [--user U] [--day D]  spending per day, user, kind and model; daily budgets\n"
     "\n"
     "Without GOOGLE_API_KEY (or GEMINI_API_KEY) and GEMSTREAM_BASE_URL, requests go to an\n"
     "in-process local backend that speaks the Gemini API on loopback.\n";
@@ -63,9 +71,17 @@ int main(int argc, char **argv) {
   namespace cli = gemstream::cli;
   const std::map<std::string, Command> commands = {
       {"demo", {cli::cmd_demo, cli::kDemoUsage}},
+      {"loop", {cli::cmd_loop, cli::kLoopUsage}},
+      {"background", {cli::cmd_background, cli::kBackgroundUsage}},
       {"image", {cli::cmd_image, cli::kImageUsage}},
       {"video", {cli::cmd_video, cli::kVideoUsage}},
       {"backend", {cli::cmd_backend, cli::kBackendUsage}},
+      {"run", {cli::cmd_run, cli::kRunUsage}},
+      {"inspect", {cli::cmd_inspect, cli::kInspectUsage}},
+      {"pipelines", {cli::cmd_pipelines, cli::kPipelinesUsage}},
+      {"ask", {cli::cmd_ask, cli::kAskUsage}},
+      {"analyze", {cli::cmd_analyze, cli::kAnalyzeUsage}},
+      {"costs", {cli::cmd_costs, cli::kCostsUsage}},
   };
   auto it = commands.find(args[0]);
   if (it == commands.end()) {

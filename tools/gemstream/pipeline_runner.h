@@ -1,41 +1,62 @@
-// Runs a GStreamer pipeline to EOS or error from the command line: progress bar, cost lines,
-// readable errors, Ctrl-C as a clean stop (EOS first, then NULL).
+// Runs a gemstream::Pipeline from the command line: progress bar, cost lines, readable bus
+// messages and errors, Ctrl-C as a clean stop (EOS first, then NULL; a second Ctrl-C aborts).
 #pragma once
 
-#include <gst/gst.h>
+#include <gemstream/pipeline.h>
 
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 
 namespace gemstream::cli {
 
 struct RunOutcome {
-  bool eos = false;          // ended with EOS (success)
-  bool interrupted = false;  // the user pressed Ctrl-C
-  std::string error;         // the first error's message, empty on success
+  bool eos = false;         // ended with EOS (success)
+  bool interrupted = false; // the user pressed Ctrl-C
+  std::string error;        // the first error, "element: message"; empty on success
   std::string error_debug;
-  double usd = 0;            // sum of gemstream-cost messages
+  std::optional<gemstream::events::Error> error_event;
+  double usd = 0;        // sum of the cost events
+  std::string operation; // the last long-running operation started (veosrc)
+};
+
+// Prints events readably on stderr (results belong on stdout).
+class EventDisplay {
+public:
+  explicit EventDisplay(bool quiet);
+  void show(const gemstream::Event &event);
+
+private:
+  void progress(const gemstream::events::Progress &p);
+
+  bool tty_;
+  bool quiet_;
+  int tick_ = 0;
+  bool bar_open_ = false;
+  std::string last_phase_;
 };
 
 class PipelineRunner {
 public:
-  // Takes ownership of `pipeline`.
-  explicit PipelineRunner(GstElement *pipeline);
+  explicit PipelineRunner(std::unique_ptr<gemstream::Pipeline> pipeline);
   ~PipelineRunner();
   PipelineRunner(const PipelineRunner &) = delete;
   PipelineRunner &operator=(const PipelineRunner &) = delete;
 
-  // Called for element messages other than gemstream-cost (which is printed and summed).
-  std::function<void(const GstStructure *)> on_element_message;
+  // Called for every event after it is displayed.
+  std::function<void(const gemstream::Event &)> on_event;
   bool quiet = false;
 
+  // Starts the pipeline and shows its events until the run ends.
   RunOutcome run();
 
 private:
-  GstElement *pipeline_;
+  std::unique_ptr<gemstream::Pipeline> pipeline_;
 };
 
-// Prints "error: ..." for an outcome that failed; returns the process exit code (0, 1, or 130).
+// Prints "error: ..." for an outcome that failed; returns the process exit code: 0 after EOS,
+// 1 after an error, 130 when interrupted without reaching EOS.
 int report_outcome(const RunOutcome &outcome);
 
 } // namespace gemstream::cli

@@ -29,6 +29,7 @@ enum class ErrorKind {
   Config,              // bad configuration file or value
   Io,                  // local file I/O
   TooLarge,            // a body or download exceeded its size limit
+  BudgetExceeded,      // refused before any request: the user's daily budget would be exceeded
 };
 
 GEMSTREAM_API const char *to_string(ErrorKind kind) noexcept;

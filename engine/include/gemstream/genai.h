@@ -71,6 +71,84 @@ struct Operation {
   std::vector<std::string> rai_filtered_reasons;
 };
 
+// ---- Text and multimodal generation (generateContent) -----------------------------------------
+
+// Part.videoMetadata: which stretch of a video the model looks at, and its sampling rate
+// (the service samples 1 frame per second by default).
+struct VideoMetadata {
+  std::optional<double> start_offset_s;
+  std::optional<double> end_offset_s;
+  std::optional<double> fps;
+};
+
+// One part of the user's turn.
+struct GEMSTREAM_API InputPart {
+  enum class Type { Text, InlineData, FileData };
+  Type type = Type::Text;
+  std::string text;       // Text
+  std::string mime_type;  // InlineData and FileData
+  std::string data;       // InlineData: the raw bytes (base64-encoded on the wire)
+  std::string file_uri;   // FileData: a Files API uri (FileResource::uri)
+  std::optional<VideoMetadata> video_metadata;  // InlineData and FileData holding a video
+
+  static InputPart from_text(std::string text);
+  static InputPart from_bytes(std::string mime_type, std::string bytes);
+  static InputPart from_file(std::string mime_type, std::string file_uri);
+};
+
+// tools[].functionDeclarations[] of a generateContent request.
+struct FunctionDeclaration {
+  std::string name;
+  std::string description;
+  std::string parameters_json;  // a Gemini Schema object as JSON text; empty: no parameters
+};
+
+struct GenerateRequest {
+  std::string model_id = "gemini-2.5-flash";
+  std::vector<InputPart> parts;  // one user turn
+  std::string system_instruction;
+  bool google_search = false;  // tools: [{"googleSearch":{}}]
+  std::vector<FunctionDeclaration> functions;
+  std::optional<double> temperature;
+  std::optional<int> max_output_tokens;
+};
+
+struct ModalityTokens {
+  std::string modality;  // TEXT, IMAGE, AUDIO, VIDEO
+  std::int64_t tokens = 0;
+};
+
+// usageMetadata in full, as the cost ledger needs it.
+struct UsageDetails {
+  std::int64_t prompt_tokens = 0;
+  std::int64_t candidates_tokens = 0;
+  std::int64_t thoughts_tokens = 0;
+  std::int64_t tool_use_prompt_tokens = 0;
+  std::int64_t cached_tokens = 0;
+  std::int64_t total_tokens = 0;
+  std::vector<ModalityTokens> prompt_details;
+  std::vector<ModalityTokens> candidates_details;
+};
+
+struct FunctionCall {
+  std::string id;  // often empty over REST
+  std::string name;
+  std::string args_json = "{}";
+};
+
+struct GenerateResult {
+  std::string text;                     // the answer's text parts, concatenated (no thoughts)
+  std::vector<std::string> text_parts;  // the same, part by part (grounding offsets use them)
+  std::vector<FunctionCall> function_calls;
+  std::string finish_reason;
+  // candidates[0].groundingMetadata as JSON text; empty when the answer is not grounded.
+  // Decode it with parse_grounding_metadata() (gemstream/grounding.h).
+  std::string grounding_metadata_json;
+  std::optional<UsageDetails> usage;
+  std::string model_version;
+  std::string response_id;
+};
+
 struct ClientOptions {
   RetryPolicy retry;
   std::chrono::milliseconds request_timeout{std::chrono::seconds(120)};
@@ -106,6 +184,11 @@ public:
                                const CancelToken &cancel,
                                const std::function<void(std::uint64_t, std::uint64_t)> &on_progress = {},
                                const RetryObserver &on_retry = {});
+
+  // POST :generateContent with the request's parts and tools. A blocked prompt, or an answer
+  // stopped for safety without any content, is Error(SafetyFiltered) with the reason.
+  GenerateResult generate_content(const GenerateRequest &req, const CancelToken &cancel,
+                                  const RetryObserver &on_retry = {});
 
   // Full URL for an API path such as "models/x:predict" (adds base and version).
   std::string url_for(const std::string &api_path) const;

@@ -1,0 +1,144 @@
+// Benchmark: making a seamless background loop (MP4 + WebM + poster JPEG) from an 8 s 720p24
+// clip with `gemstream loop`, against the equivalent ffmpeg command line (xfade/acrossfade,
+// the same encoders and settings). Both run here, in the same process tree, one after the
+// other; the figures are wall time, peak RSS (wait4) and the seam metric of each MP4.
+//
+//   bench_loop GEMSTREAM_BINARY INPUT.mp4 WORKDIR [REPEATS]
+#include "common/seam_metric.h"
+
+#include <gemstream/media_probe.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// The encoder settings both sides use (keep in step with pipelines/background-loop.json).
+constexpr const char *kX264Preset = "veryfast";
+constexpr int kX264Crf = 23;
+constexpr int kVp9CpuUsed = 8;
+constexpr int kVp9Crf = 32;
+constexpr int kAacKbps = 128;
+constexpr int kOpusKbps = 96;
+constexpr double kCrossfade = 1.0;
+
+struct Measure {
+  double wall_s = 0;
+  long max_rss_kb = 0;
+  int status = -1;
+};
+
+Measure run(const std::vector<std::string> &argv) {
+  auto t0 = std::chrono::steady_clock::now();
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<char *> args;
+    for (auto &a : argv)
+      args.push_back(const_cast<char *>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  int status = 0;
+  rusage usage{};
+  wait4(pid, &status, 0, &usage);
+  Measure m;
+  m.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  m.max_rss_kb = usage.ru_maxrss;
+  m.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return m;
+}
+
+std::vector<std::string> ffmpeg_command(const std::string &in, double duration, const fs::path &out) {
+  const double c = kCrossfade;
+  char graph[2048];
+  std::snprintf(graph, sizeof graph,
+                "[0:v]split[v1][v2];"
+                "[v1]trim=start=%.6f,setpts=PTS-STARTPTS[body];"
+                "[v2]trim=duration=%.6f,setpts=PTS-STARTPTS[head];"
+                "[body][head]xfade=transition=fade:duration=%.6f:offset=%.6f,format=yuv420p,split=3[vm][vw][vp];"
+                "[0:a]asplit[a1][a2];"
+                "[a1]atrim=start=%.6f,asetpts=PTS-STARTPTS[abody];"
+                "[a2]atrim=duration=%.6f,asetpts=PTS-STARTPTS[ahead];"
+                "[abody][ahead]acrossfade=d=%.6f:c1=qsin:c2=qsin,asplit[am][aw]",
+                c, c, c, duration - 2 * c, c, c, c);
+  return {"ffmpeg", "-loglevel", "error", "-y", "-i", in, "-filter_complex", graph,
+          // MP4: H.264 + AAC, faststart
+          "-map", "[vm]", "-map", "[am]", "-c:v", "libx264", "-preset", kX264Preset, "-crf",
+          std::to_string(kX264Crf), "-c:a", "aac", "-b:a", std::to_string(kAacKbps) + "k",
+          "-movflags", "+faststart", (out / "loop.mp4").string(),
+          // WebM: VP9 + Opus
+          "-map", "[vw]", "-map", "[aw]", "-c:v", "libvpx-vp9", "-deadline", "realtime",
+          "-cpu-used", std::to_string(kVp9CpuUsed), "-crf", std::to_string(kVp9Crf), "-b:v", "0",
+          "-row-mt", "1", "-c:a", "libopus", "-b:a", std::to_string(kOpusKbps) + "k",
+          (out / "loop.webm").string(),
+          // Poster
+          "-map", "[vp]", "-frames:v", "1", "-q:v", "3", (out / "poster.jpg").string()};
+}
+
+void report(const char *name, const Measure &m, const fs::path &mp4) {
+  std::printf("%-10s wall %6.2f s   peak RSS %7.1f MB   exit %d", name, m.wall_s,
+              m.max_rss_kb / 1024.0, m.status);
+  try {
+    auto s = gemstream::test::measure_seam(mp4.string());
+    std::printf("   %d frames, %.3f s, seam MAD %.2f (median step %.2f, ratio %.2f)", s.frames,
+                s.duration_s, s.seam_mad, s.median_step_mad,
+                s.median_step_mad > 0 ? s.seam_mad / s.median_step_mad : 0.0);
+  } catch (const std::exception &e) {
+    std::printf("   (seam: %s)", e.what());
+  }
+  std::printf("\n");
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: %s GEMSTREAM_BINARY INPUT.mp4 WORKDIR [REPEATS]\n", argv[0]);
+    return 2;
+  }
+  const std::string gemstream = argv[1], input = argv[2];
+  const fs::path work = argv[3];
+  const int repeats = argc > 4 ? std::atoi(argv[4]) : 3;
+  auto info = gemstream::probe_media(input);
+  std::printf("input: %s, %.2f s, %dx%d @ %.3g fps, %s\n", input.c_str(), info.duration_s,
+              info.video()->width, info.video()->height, info.video()->fps,
+              info.audio() ? "with audio" : "no audio");
+  std::printf("settings: x264 %s crf %d | vp9 realtime cpu-used %d crf %d | aac %d k | opus %d k | crossfade %.1f s\n",
+              kX264Preset, kX264Crf, kVp9CpuUsed, kVp9Crf, kAacKbps, kOpusKbps, kCrossfade);
+
+  Measure best_ours{1e9, 0, -1}, best_ff{1e9, 0, -1};
+  for (int i = 0; i < repeats; ++i) {
+    fs::path ours = work / "gemstream", ff = work / "ffmpeg";
+    fs::remove_all(ours);
+    fs::remove_all(ff);
+    fs::create_directories(ours);
+    fs::create_directories(ff);
+    Measure a = run({gemstream, "loop", input, "--out", ours.string(), "--formats",
+                     "mp4,webm,poster", "--crossfade", std::to_string(kCrossfade) + "s",
+                     "--quiet"});
+    Measure b = run(ffmpeg_command(input, info.duration_s, ff));
+    std::printf("run %d: gemstream %.2f s / %.1f MB, ffmpeg %.2f s / %.1f MB\n", i + 1, a.wall_s,
+                a.max_rss_kb / 1024.0, b.wall_s, b.max_rss_kb / 1024.0);
+    if (a.wall_s < best_ours.wall_s)
+      best_ours = a;
+    if (b.wall_s < best_ff.wall_s)
+      best_ff = b;
+  }
+  std::printf("\nbest of %d:\n", repeats);
+  report("gemstream", best_ours, work / "gemstream" / "loop.mp4");
+  report("ffmpeg", best_ff, work / "ffmpeg" / "loop.mp4");
+  std::printf("wall-time ratio gemstream/ffmpeg: %.2f (target <= 0.70); peak RSS ratio: %.2f\n",
+              best_ours.wall_s / best_ff.wall_s,
+              double(best_ours.max_rss_kb) / std::max(1L, best_ff.max_rss_kb));
+  return best_ours.status == 0 && best_ff.status == 0 ? 0 : 1;
+}

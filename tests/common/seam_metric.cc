@@ -1,0 +1,154 @@
+#include "common/seam_metric.h"
+
+extern "C" {
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libswresample/swresample.h>
+#include <libswscale/swscale.h>
+}
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+
+namespace gemstream::test {
+namespace {
+
+struct Fmt {
+  AVFormatContext *p = nullptr;
+  ~Fmt() { avformat_close_input(&p); }
+};
+struct Codec {
+  AVCodecContext *p = nullptr;
+  ~Codec() { avcodec_free_context(&p); }
+};
+
+std::unique_ptr<Codec> open_decoder(AVStream *st) {
+  const AVCodec *dec = avcodec_find_decoder(st->codecpar->codec_id);
+  if (!dec)
+    throw std::runtime_error("no decoder for stream");
+  auto c = std::make_unique<Codec>();
+  c->p = avcodec_alloc_context3(dec);
+  avcodec_parameters_to_context(c->p, st->codecpar);
+  c->p->thread_count = 2;
+  if (avcodec_open2(c->p, dec, nullptr) < 0)
+    throw std::runtime_error("cannot open decoder");
+  return c;
+}
+
+double mad(const std::vector<uint8_t> &a, const std::vector<uint8_t> &b) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    sum += static_cast<uint64_t>(std::abs(int(a[i]) - int(b[i])));
+  return a.empty() ? 0 : double(sum) / a.size();
+}
+
+} // namespace
+
+SeamReport measure_seam(const std::string &path) {
+  Fmt fmt;
+  if (avformat_open_input(&fmt.p, path.c_str(), nullptr, nullptr) < 0 ||
+      avformat_find_stream_info(fmt.p, nullptr) < 0)
+    throw std::runtime_error("cannot open " + path);
+  int vi = av_find_best_stream(fmt.p, AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
+  int ai = av_find_best_stream(fmt.p, AVMEDIA_TYPE_AUDIO, -1, -1, nullptr, 0);
+  if (vi < 0)
+    throw std::runtime_error(path + " has no video");
+  auto vdec = open_decoder(fmt.p->streams[vi]);
+  std::unique_ptr<Codec> adec;
+  if (ai >= 0)
+    adec = open_decoder(fmt.p->streams[ai]);
+
+  SeamReport r;
+  r.has_audio = adec != nullptr;
+  std::vector<uint8_t> first, prev, cur;
+  std::vector<std::vector<float>> audio;  // per channel, planar float
+  AVFrame *frame = av_frame_alloc();
+  AVPacket *pkt = av_packet_alloc();
+
+  auto take_video = [&](AVFrame *f) {
+    r.width = f->width;
+    r.height = f->height;
+    cur.resize(size_t(f->width) * f->height);
+    for (int y = 0; y < f->height; ++y)  // every decoded format here is YUV: plane 0 is luma
+      std::copy_n(f->data[0] + y * f->linesize[0], f->width, cur.data() + size_t(y) * f->width);
+    if (r.frames == 0)
+      first = cur;
+    else
+      r.steps.push_back(mad(prev, cur));
+    std::swap(prev, cur);
+    r.frames++;
+  };
+  SwrContext *swr = nullptr;
+  auto take_audio = [&](AVFrame *f) {
+    const int ch = f->ch_layout.nb_channels;
+    if (!swr) {
+      swr_alloc_set_opts2(&swr, &f->ch_layout, AV_SAMPLE_FMT_FLTP, f->sample_rate, &f->ch_layout,
+                          AVSampleFormat(f->format), f->sample_rate, 0, nullptr);
+      swr_init(swr);
+      audio.resize(ch);
+    }
+    std::vector<std::vector<float>> out(ch, std::vector<float>(f->nb_samples + 256));
+    std::vector<uint8_t *> ptrs(ch);
+    for (int c = 0; c < ch; ++c)
+      ptrs[c] = reinterpret_cast<uint8_t *>(out[c].data());
+    int n = swr_convert(swr, ptrs.data(), f->nb_samples + 256,
+                        const_cast<const uint8_t **>(f->extended_data), f->nb_samples);
+    for (int c = 0; c < ch && n > 0; ++c)
+      audio[c].insert(audio[c].end(), out[c].begin(), out[c].begin() + n);
+  };
+  auto drain = [&](AVCodecContext *c, bool video) {
+    while (avcodec_receive_frame(c, frame) == 0) {
+      video ? take_video(frame) : take_audio(frame);
+      av_frame_unref(frame);
+    }
+  };
+  while (av_read_frame(fmt.p, pkt) >= 0) {
+    if (pkt->stream_index == vi) {
+      avcodec_send_packet(vdec->p, pkt);
+      drain(vdec->p, true);
+    } else if (adec && pkt->stream_index == ai) {
+      avcodec_send_packet(adec->p, pkt);
+      drain(adec->p, false);
+    }
+    av_packet_unref(pkt);
+  }
+  avcodec_send_packet(vdec->p, nullptr);
+  drain(vdec->p, true);
+  if (adec) {
+    avcodec_send_packet(adec->p, nullptr);
+    drain(adec->p, false);
+  }
+  av_packet_free(&pkt);
+  av_frame_free(&frame);
+  swr_free(&swr);
+
+  if (r.frames < 2)
+    throw std::runtime_error(path + " has fewer than two frames");
+  r.seam_mad = mad(prev, first);
+  std::vector<double> sorted = r.steps;
+  std::sort(sorted.begin(), sorted.end());
+  r.median_step_mad = sorted[sorted.size() / 2];
+  r.max_step_mad = sorted.back();
+  AVStream *vs = fmt.p->streams[vi];
+  r.duration_s = fmt.p->duration > 0 ? fmt.p->duration / double(AV_TIME_BASE)
+                                     : r.frames * av_q2d(av_inv_q(vs->avg_frame_rate));
+
+  if (!audio.empty() && audio[0].size() > 2) {
+    std::vector<double> steps;
+    double seam = 0;
+    for (const auto &chan : audio) {
+      for (size_t i = 1; i < chan.size(); ++i)
+        steps.push_back(std::fabs(chan[i] - chan[i - 1]));
+      seam += std::fabs(chan.front() - chan.back());
+    }
+    std::sort(steps.begin(), steps.end());
+    r.audio_seam_step = seam / audio.size();
+    r.audio_p99_step = steps[steps.size() * 99 / 100];
+  }
+  return r;
+}
+
+} // namespace gemstream::test

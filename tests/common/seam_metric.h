@@ -1,0 +1,28 @@
+// Measures how seamlessly a video loops: the luma difference between its last and first frame
+// against the ordinary differences between neighbouring frames.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace gemstream::test {
+
+struct SeamReport {
+  int frames = 0;
+  int width = 0, height = 0;
+  double duration_s = 0;
+  double seam_mad = 0;           // mean absolute luma difference, last frame → first frame
+  double median_step_mad = 0;    // median over neighbouring frames
+  double max_step_mad = 0;
+  std::vector<double> steps;     // every neighbour step, in order
+  // Audio: the jump between the last and first sample against the typical sample step.
+  bool has_audio = false;
+  double audio_seam_step = 0;    // |first - last| averaged over channels, in full scale (0..2)
+  double audio_p99_step = 0;     // 99th percentile of neighbouring sample steps
+};
+
+// Decodes the whole file (video and the first audio stream) with libavcodec. Throws
+// std::runtime_error with the reason when the file cannot be decoded.
+SeamReport measure_seam(const std::string &path);
+
+} // namespace gemstream::test

@@ -1,0 +1,160 @@
+// gemstream run / inspect / pipelines against the local backend: exit codes, output, Ctrl-C.
+#include "pipelines/pipeline_test_util.h"
+
+#include <gemstream/local_backend.h>
+#include <gtest/gtest.h>
+
+#include <array>
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace gemstream::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct CliRun {
+  int code = -1;
+  std::string output; // stdout and stderr
+};
+
+std::string shell_quote(const std::string &s) {
+  std::string out = "'";
+  for (char c : s)
+    out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+CliRun run(const std::vector<std::string> &args, const std::string &env = {}) {
+  std::string cmd = env + " " GEMSTREAM_CLI;
+  for (const auto &a : args)
+    cmd += " " + shell_quote(a);
+  cmd += " 2>&1";
+  CliRun r;
+  FILE *p = popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), p))
+    r.output.append(buf.data(), n);
+  int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+bool contains(const std::string &haystack, const std::string &needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+class CliPipeline : public ::testing::Test {
+protected:
+  void SetUp() override {
+    backend_.start();
+    env_ = "GOOGLE_API_KEY= GEMINI_API_KEY= GEMSTREAM_BASE_URL=" + backend_.base_url();
+  }
+  gemstream::LocalBackend backend_;
+  TempDir dir_;
+  std::string env_;
+};
+
+} // namespace
+
+TEST_F(CliPipeline, PipelinesListsEachFileWithItsParameters) {
+  CliRun r = run({"pipelines"});
+  ASSERT_EQ(r.code, 0) << r.output;
+  for (const char *name : {"cover-image", "background-video", "background-loop"})
+    EXPECT_TRUE(contains(r.output, std::string(name) + "\n")) << name << "\n" << r.output;
+  EXPECT_TRUE(
+      contains(r.output, "style            enum: none|minimal|abstract|nature|cosmic; optional"))
+      << r.output;
+  EXPECT_TRUE(
+      contains(r.output, "crossfade        duration [40ms..60s] (e.g. 500ms, 2s); default 1s"))
+      << r.output;
+  EXPECT_TRUE(contains(r.output, "prompt           string; required")) << r.output;
+}
+
+TEST_F(CliPipeline, InspectPrintsTheResolvedLaunchLine) {
+  CliRun r = run({"inspect", "cover-image", "prompt=owl \" ! filesink location=/etc/passwd",
+                  "output=/tmp/o.png"});
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(r.output, "imagegensrc name=src prompt=\"owl \\\" ! filesink location=/etc/passwd\" "
+                      "use-template=\"true\" aspect-ratio=\"1:1\" ! filesink name=sink "
+                      "location=\"/tmp/o.png\"\n");
+  const fs::path file = fs::path(GEMSTREAM_SOURCE_DIR) / "pipelines" / "background-loop.json";
+  r = run({"inspect", file.string(), "input=" + file.string(), "formats=poster", "audio=no"});
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "jpegenc")) << r.output;
+  EXPECT_FALSE(contains(r.output, "x264enc")) << r.output;
+}
+
+TEST_F(CliPipeline, BadParametersExitTwoNamingFileAndParameter) {
+  CliRun r = run({"inspect", "cover-image"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(
+      contains(r.output, "pipelines/cover-image.json: parameter 'prompt': missing required value"))
+      << r.output;
+  r = run({"run", "cover-image", "prompt=owl", "style=baroque"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "parameter 'style': \"baroque\" is not one of: none, minimal"))
+      << r.output;
+  r = run({"run", "cover-image", "prompt"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "expected name=value, got \"prompt\"")) << r.output;
+  r = run({"run", "no-such-pipeline"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, "no pipeline named \"no-such-pipeline\"")) << r.output;
+}
+
+TEST_F(CliPipeline, RunWritesTheImageAndReportsCost) {
+  const fs::path out = dir_ / "owl.png";
+  CliRun r =
+      run({"run", "cover-image", "prompt=owl", "style=minimal", "output=" + out.string()}, env_);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(slurp(out).substr(1, 3), "PNG");
+  EXPECT_TRUE(contains(r.output, "model: gemini-2.5-flash-image, cost: $")) << r.output;
+  EXPECT_TRUE(contains(r.output, "cover-image: done")) << r.output;
+}
+
+TEST_F(CliPipeline, RunErrorExitsOneWithTheElementsMessage) {
+  backend_.fail_next(1, 403);
+  CliRun r = run({"run", "cover-image", "prompt=owl", "output=" + (dir_ / "x.png").string()}, env_);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "error: src: ")) << r.output;
+}
+
+TEST_F(CliPipeline, CtrlCStopsCleanlyWithEos) {
+  backend_.set_polls_until_done(100000);
+  const fs::path out = dir_ / "never.mp4";
+  const std::string cmd = env_ + " exec " GEMSTREAM_CLI " run background-video prompt=waves " +
+                          "poll-interval=50ms output=" + out.string() + " > " +
+                          (dir_ / "log").string() + " 2>&1";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char *>(nullptr));
+    _exit(127);
+  }
+  // Wait for the operation to start, then press Ctrl-C.
+  for (int i = 0; i < 200 && !contains(slurp(dir_ / "log"), "operation: "); ++i)
+    std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(contains(slurp(dir_ / "log"), "operation: ")) << slurp(dir_ / "log");
+  kill(pid, SIGINT);
+  int status = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  pid_t done = 0;
+  while ((done = waitpid(pid, &status, WNOHANG)) == 0 &&
+         std::chrono::steady_clock::now() - t0 < 10s)
+    std::this_thread::sleep_for(20ms);
+  if (done == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL() << "the CLI did not stop within 10 s of Ctrl-C:\n" << slurp(dir_ / "log");
+  }
+  ASSERT_TRUE(WIFEXITED(status));
+  const std::string log = slurp(dir_ / "log");
+  EXPECT_TRUE(contains(log, "Stopping (press Ctrl-C again to abort)")) << log;
+  // veosrc answers EOS by cancelling the poll: the run ends in EOS.
+  EXPECT_EQ(WEXITSTATUS(status), 0) << log;
+}

@@ -1,0 +1,249 @@
+// Every file in pipelines/ parses with test values and builds; those the local backend can
+// serve run to EOS and their outputs are probed.
+#include "pipelines/pipeline_test_util.h"
+
+#include <gemstream/config.h>
+#include <gemstream/pipeline.h>
+#include <gtest/gtest.h>
+
+#include <set>
+
+using namespace gemstream;
+using namespace gemstream::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+fs::path pipelines_dir() {
+  return fs::path(GEMSTREAM_SOURCE_DIR) / "pipelines";
+}
+
+// Values for the required parameters of any pipeline file, plus outputs into `dir`.
+std::map<std::string, std::string> test_values(const PipelineFile &file, const TempDir &dir,
+                                               const fs::path &existing_file) {
+  std::map<std::string, std::string> values;
+  for (const auto &p : file.parameters()) {
+    if (p.type == ParameterType::Path && (p.must_exist || p.required()))
+      values[p.name] = existing_file.string();
+    else if (p.type == ParameterType::Path)
+      values[p.name] = (dir / (p.name + ".out")).string();
+    else if (p.required())
+      values[p.name] = p.type == ParameterType::String ? "test value" : p.allowed.at(0);
+  }
+  return values;
+}
+
+struct RunResult {
+  Outcome outcome;
+  std::vector<Event> events;
+  template <typename T> std::vector<T> all() const {
+    std::vector<T> out;
+    for (const auto &e : events)
+      if (const auto *t = std::get_if<T>(&e))
+        out.push_back(*t);
+    return out;
+  }
+};
+
+RunResult run_to_end(Pipeline &p, std::chrono::seconds limit = 90s) {
+  RunResult run;
+  p.start();
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto e = p.wait_event(1s);
+    if (!e)
+      continue;
+    run.events.push_back(*e);
+    if (is_terminal(*e))
+      break;
+  }
+  auto outcome = p.wait(1s);
+  EXPECT_TRUE(outcome.has_value()) << "the run did not end within " << limit.count() << " s";
+  if (outcome)
+    run.outcome = *outcome;
+  return run;
+}
+
+std::string describe(const RunResult &run) {
+  if (run.outcome.error)
+    return run.outcome.error->source + ": " + run.outcome.error->message + " (" +
+           run.outcome.error->debug + ")";
+  return "ending " + std::to_string(static_cast<int>(run.outcome.ending));
+}
+
+class PipelineFiles : public ::testing::Test {
+protected:
+  void SetUp() override {
+    if (!gst_is_initialized())
+      gst_init(nullptr, nullptr);
+    ASSERT_FALSE(find_gemstream_plugin().empty());
+  }
+  TempDir dir_;
+};
+
+} // namespace
+
+TEST_F(PipelineFiles, EveryFileParsesAndBuildsWithTestValues) {
+  const fs::path clip = dir_ / "clip.mp4";
+  ASSERT_EQ(make_clip(clip, 12, true), "");
+  const auto files = PipelineFile::list(pipelines_dir());
+  ASSERT_GE(files.size(), 3u);
+  std::set<std::string> names;
+  for (const auto &path : files) {
+    SCOPED_TRACE(path.string());
+    const PipelineFile file = PipelineFile::load(path);
+    names.insert(file.name());
+    EXPECT_FALSE(file.description().empty());
+    for (const auto &p : file.parameters())
+      EXPECT_FALSE(p.doc.empty()) << p.name;
+    const auto values = test_values(file, dir_, clip);
+    // Builds (every element exists, every property is set, every static link is made) but does
+    // not run.
+    auto pipeline = Pipeline::from_file(file, values);
+    EXPECT_FALSE(pipeline->launch_line().empty());
+  }
+  EXPECT_TRUE(names.count("cover-image"));
+  EXPECT_TRUE(names.count("background-video"));
+  EXPECT_TRUE(names.count("background-loop"));
+}
+
+TEST_F(PipelineFiles, BackgroundLoopBuildsForEveryBranchCombination) {
+  const fs::path clip = dir_ / "clip.mp4";
+  ASSERT_EQ(make_clip(clip, 12, true), "");
+  const PipelineFile file = PipelineFile::load(pipelines_dir() / "background-loop.json");
+  for (const char *formats :
+       {"mp4", "webm", "poster", "mp4,webm", "mp4,poster", "webm,poster", "mp4,webm,poster"}) {
+    for (const char *audio : {"true", "false"}) {
+      for (const char *height : {"0", "90"}) {
+        SCOPED_TRACE(std::string(formats) + " audio=" + audio + " height=" + height);
+        auto p = Pipeline::from_file(
+            file,
+            {{"input", clip.string()}, {"formats", formats}, {"audio", audio}, {"height", height}});
+        const std::string &line = p->launch_line();
+        EXPECT_EQ(line.find("x264enc") != std::string::npos,
+                  std::string(formats).find("mp4") != std::string::npos);
+        EXPECT_EQ(line.find("vp9enc") != std::string::npos,
+                  std::string(formats).find("webm") != std::string::npos);
+        EXPECT_EQ(line.find("jpegenc") != std::string::npos,
+                  std::string(formats).find("poster") != std::string::npos);
+        EXPECT_EQ(line.find("loop.audio_sink") != std::string::npos, std::string(audio) == "true");
+        EXPECT_EQ(line.find("videoscale") != std::string::npos, std::string(height) != "0");
+      }
+    }
+  }
+}
+
+TEST_F(PipelineFiles, CoverImageRunsToEos) {
+  const fs::path out = dir_ / "cover.png";
+  auto p = Pipeline::load("cover-image", {{"prompt", "meditation practice"},
+                                          {"style", "minimal"},
+                                          {"palette", "teal and gold"},
+                                          {"aspect-ratio", "16:9"},
+                                          {"output", out.string()}});
+  RunResult run = run_to_end(*p);
+  ASSERT_TRUE(run.outcome.ok()) << describe(run);
+  const std::string png = slurp(out);
+  ASSERT_GT(png.size(), 24u);
+  EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  const MediaInfo info = probe(out);
+  EXPECT_TRUE(info.image);
+  EXPECT_GT(info.width, info.height); // 16:9
+  const auto costs = run.all<events::Cost>();
+  ASSERT_EQ(costs.size(), 1u);
+  EXPECT_EQ(costs[0].kind, "image");
+  EXPECT_EQ(costs[0].model_key, "nano_banana");
+  EXPECT_DOUBLE_EQ(costs[0].usd,
+                   MediaConfig::load_default().image_model("nano_banana").usd_per_image);
+}
+
+TEST_F(PipelineFiles, BackgroundVideoRunsToEosWithProgress) {
+  const fs::path out = dir_ / "background.mp4";
+  auto p = Pipeline::load("background-video", {{"prompt", "peaceful beach sunset"},
+                                               {"mood", "calm"},
+                                               {"poll-interval", "50ms"},
+                                               {"output", out.string()}});
+  RunResult run = run_to_end(*p);
+  ASSERT_TRUE(run.outcome.ok()) << describe(run);
+  const MediaInfo info = probe(out);
+  ASSERT_TRUE(info.ok);
+  EXPECT_NEAR(info.seconds, 8.0, 0.2);
+  EXPECT_EQ(info.height, 720);
+  EXPECT_NE(info.video_caps.find("video/x-h264"), std::string::npos);
+  EXPECT_FALSE(info.audio_caps.empty());
+  const auto progress = run.all<events::Progress>();
+  ASSERT_FALSE(progress.empty());
+  EXPECT_EQ(progress.front().code, "start");
+  EXPECT_EQ(progress.front().source, "src");
+  const auto ops = run.all<events::Operation>();
+  ASSERT_EQ(ops.size(), 1u);
+  EXPECT_EQ(ops[0].name.rfind("models/", 0), 0u) << ops[0].name;
+  ASSERT_EQ(run.all<events::Cost>().size(), 1u);
+  EXPECT_EQ(run.all<events::Cost>()[0].kind, "video");
+}
+
+TEST_F(PipelineFiles, BackgroundLoopWritesAllThreeFormats) {
+  const fs::path clip = dir_ / "clip.mp4";
+  ASSERT_EQ(make_clip(clip, 72, true), ""); // 3 s
+  const fs::path mp4 = dir_ / "loop.mp4", webm = dir_ / "loop.webm", poster = dir_ / "poster.jpg";
+  auto p = Pipeline::load("background-loop", {{"input", clip.string()},
+                                              {"crossfade", "500ms"},
+                                              {"h264-preset", "ultrafast"},
+                                              {"mp4-output", mp4.string()},
+                                              {"webm-output", webm.string()},
+                                              {"poster-output", poster.string()}});
+  RunResult run = run_to_end(*p);
+  ASSERT_TRUE(run.outcome.ok()) << describe(run);
+
+  const MediaInfo m = probe(mp4);
+  ASSERT_TRUE(m.ok);
+  EXPECT_NEAR(m.seconds, 2.5, 0.1); // input minus the crossfade
+  EXPECT_EQ(m.width, 320);
+  EXPECT_NE(m.video_caps.find("video/x-h264"), std::string::npos) << m.video_caps;
+  EXPECT_NE(m.video_caps.find("chroma-format=(string)4:2:0"), std::string::npos) << m.video_caps;
+  EXPECT_NE(m.audio_caps.find("audio/mpeg"), std::string::npos) << m.audio_caps;
+  // faststart: the moov box comes before the media data.
+  const std::string bytes = slurp(mp4);
+  ASSERT_NE(bytes.find("moov"), std::string::npos);
+  EXPECT_LT(bytes.find("moov"), bytes.find("mdat"));
+
+  const MediaInfo w = probe(webm);
+  ASSERT_TRUE(w.ok);
+  EXPECT_NEAR(w.seconds, 2.5, 0.1);
+  EXPECT_NE(w.container_caps.find("video/webm"), std::string::npos) << w.container_caps;
+  EXPECT_NE(w.video_caps.find("video/x-vp9"), std::string::npos) << w.video_caps;
+  EXPECT_NE(w.audio_caps.find("audio/x-opus"), std::string::npos) << w.audio_caps;
+
+  const MediaInfo j = probe(poster);
+  ASSERT_TRUE(j.ok);
+  EXPECT_TRUE(j.image);
+  EXPECT_EQ(j.width, 320);
+  EXPECT_EQ(j.height, 180);
+  EXPECT_EQ(slurp(poster).substr(0, 2), "\xff\xd8");
+  // The poster is the loop's first frame (the ball has moved by the middle of the clip).
+  const auto loop_frames = grey_frames(mp4, 30);
+  const auto poster_frames = grey_frames(poster, 1);
+  ASSERT_EQ(loop_frames.size(), 30u);
+  ASSERT_EQ(poster_frames.size(), 1u);
+  const double to_first = mean_abs_diff(poster_frames[0], loop_frames[0]);
+  const double to_middle = mean_abs_diff(poster_frames[0], loop_frames[29]);
+  EXPECT_LT(to_first, 3.0);
+  EXPECT_GT(to_middle, 2 * to_first + 1.0) << to_first << " vs " << to_middle;
+}
+
+TEST_F(PipelineFiles, BackgroundLoopScalesAVideoOnlyClipToAPoster) {
+  const fs::path clip = dir_ / "silent.mp4";
+  ASSERT_EQ(make_clip(clip, 24, false), "");
+  const fs::path poster = dir_ / "small.jpg";
+  auto p = Pipeline::load("background-loop", {{"input", clip.string()},
+                                              {"audio", "false"},
+                                              {"formats", "poster"},
+                                              {"height", "90"},
+                                              {"crossfade", "200ms"},
+                                              {"poster-output", poster.string()}});
+  RunResult run = run_to_end(*p);
+  ASSERT_TRUE(run.outcome.ok()) << describe(run);
+  const MediaInfo j = probe(poster);
+  ASSERT_TRUE(j.ok);
+  EXPECT_EQ(j.width, 160);
+  EXPECT_EQ(j.height, 90);
+}
