@@ -6,6 +6,7 @@
 #include <gemstream/pipeline.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <set>
 
 using namespace gemstream;
@@ -246,4 +247,41 @@ TEST_F(PipelineFiles, BackgroundLoopScalesAVideoOnlyClipToAPoster) {
   ASSERT_TRUE(j.ok);
   EXPECT_EQ(j.width, 160);
   EXPECT_EQ(j.height, 90);
+}
+
+TEST_F(PipelineFiles, VoiceFileAnswersASpokenQuestionWithSpeechAndTranscripts) {
+  // The question, spoken by flite (the voice the local backend recognises best).
+  const fs::path question = dir_ / "question.wav";
+  ASSERT_EQ(std::system(("flite -voice rms -t 'hello how are you' -o " + question.string()).c_str()), 0);
+  const fs::path reply = dir_ / "reply.wav";
+  auto p = Pipeline::load("voice-file", {{"input", question.string()}, {"output", reply.string()}});
+  RunResult run = run_to_end(*p, 60s);
+  ASSERT_TRUE(run.outcome.ok()) << describe(run);
+  // The WAV header: 24 kHz mono S16, and more than half a second of it.
+  const std::string wav = slurp(reply);
+  ASSERT_GT(wav.size(), 44u);
+  ASSERT_EQ(wav.substr(0, 4), "RIFF");
+  auto le = [&](size_t off, int n) {
+    std::uint32_t v = 0;
+    for (int i = n - 1; i >= 0; --i)
+      v = (v << 8) | static_cast<unsigned char>(wav[off + i]);
+    return v;
+  };
+  EXPECT_EQ(le(22, 2), 1u);      // channels
+  EXPECT_EQ(le(24, 4), 24000u);  // sample rate
+  EXPECT_EQ(le(34, 2), 16u);     // bits per sample
+  EXPECT_GT((wav.size() - 44) / 2.0 / 24000, 0.5) << "the reply should be spoken";
+  std::int64_t energy = 0;
+  for (size_t i = 44; i + 1 < wav.size(); i += 2)
+    energy += std::abs(static_cast<std::int16_t>(le(i, 2)));
+  EXPECT_GT(energy / std::max<size_t>(1, (wav.size() - 44) / 2), 100) << "the reply is silent";
+  bool input = false, output = false;
+  for (const auto &e : run.all<events::Element>()) {
+    if (e.name != "gemstream-live-transcript")
+      continue;
+    input |= e.fields.find("\"input\"") != std::string::npos;
+    output |= e.fields.find("\"output\"") != std::string::npos;
+  }
+  EXPECT_TRUE(input) << "no input transcription";
+  EXPECT_TRUE(output) << "no output transcription";
 }
