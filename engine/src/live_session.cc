@@ -350,6 +350,9 @@ struct LiveSession::Impl {
   void enqueue_locked(Outgoing msg);
   void flush_partial_locked();
   void wake_locked();
+  // Queues a non-audio message behind any partial audio chunk (takes `mutex`). False once the
+  // session no longer accepts input.
+  bool enqueue_message(Outgoing msg);
 
   // ---- network thread ----
   static int lws_callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, size_t len);
@@ -1299,15 +1302,18 @@ bool LiveSession::send_video_jpeg(std::string_view jpeg) {
   return true;
 }
 
-bool LiveSession::send_text(const std::string &text) {
-  std::string payload = live_codec::encode_text(text).dump();
-  Impl &impl = *impl_;
-  std::lock_guard lock(impl.mutex);
-  if (!impl.accepting_locked())
+bool LiveSession::Impl::enqueue_message(Outgoing msg) {
+  std::lock_guard lock(mutex);
+  if (!accepting_locked())
     return false;
-  impl.flush_partial_locked();
-  impl.enqueue_locked({Outgoing::Kind::Text, std::move(payload), 0, {}, false});
+  flush_partial_locked();
+  enqueue_locked(std::move(msg));
   return true;
+}
+
+bool LiveSession::send_text(const std::string &text) {
+  return impl_->enqueue_message(
+      {Outgoing::Kind::Text, live_codec::encode_text(text).dump(), 0, {}, false});
 }
 
 bool LiveSession::activity_start() {
@@ -1315,14 +1321,8 @@ bool LiveSession::activity_start() {
     throw Error(ErrorKind::InvalidArgument,
                 "activity_start() needs automatic activity detection disabled "
                 "(LiveConfig::activity_detection.automatic = false)");
-  Impl &impl = *impl_;
-  std::lock_guard lock(impl.mutex);
-  if (!impl.accepting_locked())
-    return false;
-  impl.flush_partial_locked();
-  impl.enqueue_locked(
+  return impl_->enqueue_message(
       {Outgoing::Kind::Activity, live_codec::encode_activity_start().dump(), 0, {}, false});
-  return true;
 }
 
 bool LiveSession::activity_end() {
@@ -1330,47 +1330,27 @@ bool LiveSession::activity_end() {
     throw Error(ErrorKind::InvalidArgument,
                 "activity_end() needs automatic activity detection disabled "
                 "(LiveConfig::activity_detection.automatic = false)");
-  Impl &impl = *impl_;
-  std::lock_guard lock(impl.mutex);
-  if (!impl.accepting_locked())
-    return false;
-  impl.flush_partial_locked();
-  impl.enqueue_locked(
+  return impl_->enqueue_message(
       {Outgoing::Kind::Activity, live_codec::encode_activity_end().dump(), 0, {}, false});
-  return true;
 }
 
 bool LiveSession::audio_stream_end() {
-  Impl &impl = *impl_;
-  std::lock_guard lock(impl.mutex);
-  if (!impl.accepting_locked())
-    return false;
-  impl.flush_partial_locked();
-  impl.enqueue_locked(
+  return impl_->enqueue_message(
       {Outgoing::Kind::Activity, live_codec::encode_audio_stream_end().dump(), 0, {}, false});
-  return true;
 }
 
 bool LiveSession::send_client_content(const std::vector<LiveTurn> &turns, bool turn_complete) {
-  std::string payload = live_codec::encode_client_content(turns, turn_complete).dump();
-  Impl &impl = *impl_;
-  std::lock_guard lock(impl.mutex);
-  if (!impl.accepting_locked())
-    return false;
-  impl.flush_partial_locked();
-  impl.enqueue_locked({Outgoing::Kind::ClientContent, std::move(payload), 0, {}, false});
-  return true;
+  return impl_->enqueue_message({Outgoing::Kind::ClientContent,
+                                 live_codec::encode_client_content(turns, turn_complete).dump(),
+                                 0,
+                                 {},
+                                 false});
 }
 
 bool LiveSession::send_tool_response(const std::vector<LiveFunctionResponse> &responses) {
-  std::string payload = live_codec::encode_tool_response(responses).dump();
-  Impl &impl = *impl_;
-  std::lock_guard lock(impl.mutex);
-  if (!impl.accepting_locked())
-    return false;
-  impl.flush_partial_locked();
-  impl.enqueue_locked({Outgoing::Kind::ToolResponse, std::move(payload), 0, responses, false});
-  return true;
+  return impl_->enqueue_message({Outgoing::Kind::ToolResponse,
+                                 live_codec::encode_tool_response(responses).dump(), 0, responses,
+                                 false});
 }
 
 } // namespace gemstream
