@@ -79,7 +79,7 @@ std::vector<std::string> ffmpeg_command(const std::string &in, double duration, 
           // WebM: VP9 + Opus
           "-map", "[vw]", "-map", "[aw]", "-c:v", "libvpx-vp9", "-deadline", "realtime",
           "-cpu-used", std::to_string(kVp9CpuUsed), "-crf", std::to_string(kVp9Crf), "-b:v", "0",
-          "-row-mt", "1", "-c:a", "libopus", "-b:a", std::to_string(kOpusKbps) + "k",
+          "-row-mt", "1", "-lag-in-frames", "0", "-c:a", "libopus", "-b:a", std::to_string(kOpusKbps) + "k",
           (out / "loop.webm").string(),
           // Poster
           "-map", "[vp]", "-frames:v", "1", "-q:v", "3", (out / "poster.jpg").string()};
@@ -113,7 +113,7 @@ int main(int argc, char **argv) {
   std::printf("input: %s, %.2f s, %dx%d @ %.3g fps, %s\n", input.c_str(), info.duration_s,
               info.video()->width, info.video()->height, info.video()->fps,
               info.audio() ? "with audio" : "no audio");
-  std::printf("settings: x264 %s crf %d | vp9 realtime cpu-used %d crf %d | aac %d k | opus %d k | crossfade %.1f s\n",
+  std::printf("settings: x264 %s crf %d | vp9 realtime cpu-used %d crf %d lag 0 | aac %d k | opus %d k | crossfade %.1f s\n",
               kX264Preset, kX264Crf, kVp9CpuUsed, kVp9Crf, kAacKbps, kOpusKbps, kCrossfade);
 
   Measure best_ours{1e9, 0, -1}, best_ff{1e9, 0, -1};
