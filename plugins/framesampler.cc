@@ -56,6 +56,7 @@
 #include "framesampler.h"
 
 #include "common/element_util.h"
+#include "common/video_frame.h"
 
 #include <gst/video/video.h>
 
@@ -366,29 +367,12 @@ FrameTime frame_time(GemFrameSampler *self, GstBuffer *buf) {
 
 // ---- similarity -------------------------------------------------------------------------------
 
-class MappedFrame {
-public:
-  MappedFrame(const GstVideoInfo *info, GstBuffer *buffer)
-      : ok_(gst_video_frame_map(&frame_, info, buffer, GST_MAP_READ)) {}
-  ~MappedFrame() {
-    if (ok_)
-      gst_video_frame_unmap(&frame_);
-  }
-  MappedFrame(const MappedFrame &) = delete;
-  MappedFrame &operator=(const MappedFrame &) = delete;
-  explicit operator bool() const { return ok_; }
-  GstVideoFrame *get() { return &frame_; }
-
-private:
-  GstVideoFrame frame_{};
-  bool ok_;
-};
 
 // Box-averaged luma thumbnail of a frame. Every supported format unpacks to 8-bit AYUV (luma
 // in byte 1) or ARGB (luma from BT.601 weights), so one loop serves them all.
 bool compute_thumbnail(GemFrameSampler *self, GstBuffer *buf, Thumbnail *out) {
   GemFrameSamplerImpl *impl = self->impl;
-  MappedFrame mapped(&GST_VIDEO_FILTER(self)->in_info, buf);
+  gemstream::gst::MappedFrame mapped(&GST_VIDEO_FILTER(self)->in_info, buf);
   if (!mapped) {
     GST_WARNING_OBJECT(self, "cannot map frame %" GST_PTR_FORMAT "; not comparing it", buf);
     return false;

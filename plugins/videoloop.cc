@@ -46,6 +46,7 @@
 #include "videoloop.h"
 
 #include "common/element_util.h"
+#include "common/video_frame.h"
 #include "common/gst_ref.h"
 #include "videoloop_blend.h"
 
@@ -292,28 +293,11 @@ void post_flow_error(GemVideoLoop *self, GstFlowReturn ret) {
 
 // ---- video ----------------------------------------------------------------------------------
 
-class MappedFrame {
-public:
-  MappedFrame(const GstVideoInfo *info, GstBuffer *buffer, GstMapFlags flags)
-      : ok_(gst_video_frame_map(&frame_, info, buffer, flags)) {}
-  ~MappedFrame() {
-    if (ok_)
-      gst_video_frame_unmap(&frame_);
-  }
-  MappedFrame(const MappedFrame &) = delete;
-  MappedFrame &operator=(const MappedFrame &) = delete;
-  explicit operator bool() const { return ok_; }
-  GstVideoFrame *get() { return &frame_; }
-
-private:
-  GstVideoFrame frame_{};
-  bool ok_;
-};
 
 // head = blend(tail, head) with the head's weight w / 256, plane by plane.
 bool blend_frame(const GstVideoInfo *info, GstBuffer *head, GstBuffer *tail, unsigned w) {
-  MappedFrame h(info, head, GST_MAP_READWRITE);
-  MappedFrame t(info, tail, GST_MAP_READ);
+  gemstream::gst::MappedFrame h(info, head, GST_MAP_READWRITE);
+  gemstream::gst::MappedFrame t(info, tail, GST_MAP_READ);
   if (!h || !t)
     return false;
   for (guint p = 0; p < GST_VIDEO_FRAME_N_PLANES(h.get()); ++p) {
