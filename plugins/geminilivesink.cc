@@ -23,8 +23,9 @@
  * End of stream: an EOS on the `audio` pad ends the user's input (`audioStreamEnd` with server
  * voice activity detection, `activityEnd` when `vad=off` and an activity is open). The sink then
  * waits for the model's answer: it posts its EOS message once the model completes the turn
- * that was in progress or that starts after the input ended (`turnComplete`), or when the model
- * has sent nothing for `reply-timeout` milliseconds (0: at once). The paired #geminilivesrc
+ * that was in progress or that starts after the input ended (`turnComplete`) and no capability
+ * work is running, or when the model has sent nothing for `reply-timeout` milliseconds (0: at
+ * once). The paired #geminilivesrc
  * ends its stream at the same moment, after playing the queued speech. Without a session (it
  * failed) the EOS is posted at once. EOS on the `video` pad only stops the frames.
  *
@@ -42,8 +43,9 @@
  *   model said), `text` (string, a chunk), `finished` (boolean).
  * - `gemstream-live-text`: `text` (string): a text part of the model's turn (response-modality
  *   text, or text besides audio).
- * - `gemstream-live-tool-call`: `id`, `name`, `args` (string, a JSON object). Answer with the
- *   `send-tool-response` action signal.
+ * - `gemstream-live-tool-call`: `id`, `name`, `args` (string, a JSON object), `handled`
+ *   (boolean: TRUE when the sink runs the call itself, see "Agent capabilities"). Answer the
+ *   others with the `send-tool-response` action signal.
  * - `gemstream-live-tool-call-cancellation`: `ids` (#GstValueArray of strings).
  * - `gemstream-live-grounding`: `metadata` (string, the groundingMetadata JSON), `citations`
  *   (string, one "[n] title: uri" line per web source), `queries` (string, the search queries
@@ -61,6 +63,23 @@
  *   #geminilivesrc's `gemstream-live-flushed`).
  * - `gemstream-live-generation-complete`: the model finished generating this turn.
  * - `gemstream-live-turn-complete`: `reason` (string, usually empty).
+ * - `gemstream-capability` (from the capability runner's threads): `event` (consent-requested,
+ *   started, progress, finished, failed), `call-id`, `capability` (the function name), `job-id`
+ *   (asynchronous jobs, else empty), `message` (for a person), `artefact` (the file written),
+ *   `outputs` (#GstValueArray of strings: further files, e.g. a background video's loops), `usd`
+ *   (double: the cost recorded in the ledger).
+ *
+ * ## Agent capabilities
+ * With `capabilities` set, the model may create card images, background videos and search the
+ * web by conversation ("create a card with a meditation image"): the capabilities' function
+ * declarations join the setup, and the sink runs their tool calls itself, off the streaming and
+ * network threads, and answers them. A capability that costs money runs only after the user
+ * agreed: the first call is answered with the capability's question and cost warning for the
+ * model to ask, and runs when the model calls again with `confirmed` set. Costs are checked
+ * against the user's daily budget before anything is spent and recorded in the cost ledger
+ * ($GEMSTREAM_LEDGER or ~/.local/share/gemstream/ledger.sqlite). A background video is a job:
+ * the call is answered at once, and when the job ends the model is told so that it can tell the
+ * user. EOS waits for capability work that is still running; stopping the element cancels it.
  *
  * ## Signals
  * - `transcript` (direction, text, finished) and `tool-call` (id, name, args-json) are emitted
@@ -85,9 +104,12 @@
 #include "common/gst_ref.h"
 #include "common/live_hub.h"
 
+#include <gemstream/capabilities.h>
 #include <gemstream/config.h>
+#include <gemstream/costs.h>
 #include <gemstream/genai.h>
 #include <gemstream/live.h>
+#include <gemstream/loop.h>
 
 #include <nlohmann/json.hpp>
 
@@ -95,6 +117,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -127,6 +150,8 @@ constexpr guint kMaxReplyTimeoutMs = 600000;
 constexpr guint kDefaultReconnectAttempts = 5;
 constexpr guint kMaxReconnectAttempts = 100;
 constexpr gint kMaxDurationMs = 60000;
+constexpr const char *kDefaultMediaDir = "gemstream-out";
+constexpr guint kMaxJobPollIntervalMs = 600000;
 // The service's prices for Live native audio are keyed so in config/media_generation.json.
 constexpr const char *kPriceKey = "live_native_audio";
 
@@ -156,6 +181,10 @@ enum {
   PROP_REPLY_TIMEOUT,
   PROP_RECONNECT_ATTEMPTS,
   PROP_RESUMPTION_HANDLE,
+  PROP_CAPABILITIES,
+  PROP_MEDIA_DIR,
+  PROP_USER,
+  PROP_JOB_POLL_INTERVAL,
   PROP_MESSAGES_SENT,
   PROP_MESSAGES_RECEIVED,
   PROP_DROPPED_AUDIO_MS,
@@ -202,6 +231,10 @@ struct Settings {
   guint reply_timeout_ms = kDefaultReplyTimeoutMs;
   guint reconnect_attempts = kDefaultReconnectAttempts;
   std::string resumption_handle;
+  std::string capabilities;  // "", "default" or a file
+  std::string media_dir = kDefaultMediaDir;
+  std::string user;
+  guint job_poll_interval_ms = 0;
 };
 
 struct PadState {
@@ -253,6 +286,7 @@ struct GemGeminiLiveSinkImpl {
 
   // ---- runtime state: set up in READY→PAUSED, reset in PAUSED→READY ----
   std::shared_ptr<LiveSession> session;
+  std::shared_ptr<gemstream::LiveToolBridge> tools;  // with the capabilities property
   std::shared_ptr<LiveHub> hub;
   std::uint64_t hub_generation = 0;
   std::atomic<std::uint64_t> generation{0};  // of the current session's callbacks; 0: none
@@ -521,8 +555,15 @@ private:
   GemGeminiLiveSink *self_;
 };
 
+std::shared_ptr<gemstream::LiveToolBridge> current_tools(GemGeminiLiveSink *self) {
+  std::lock_guard guard(self->impl->lock);
+  return self->impl->tools;
+}
+
 // The model produced something for its turn: the turn is in progress.
 void note_model_activity(GemGeminiLiveSink *self) {
+  if (auto tools = current_tools(self))
+    tools->model_output();
   GemGeminiLiveSinkImpl *impl = self->impl;
   std::lock_guard guard(impl->lock);
   impl->model_busy = true;
@@ -656,6 +697,8 @@ gemstream::LiveCallbacks make_callbacks(std::shared_ptr<const CallbackLink> link
     // Posted before the EOS it may release, so applications see the turn end first.
     post_element_message(scope.get(), gst_structure_new("gemstream-live-turn-complete", "reason",
                                                         G_TYPE_STRING, reason.c_str(), nullptr));
+    if (auto tools = current_tools(scope.get()))
+      tools->model_turn_complete();  // may send a job report: the model's next turn answers it
     GemGeminiLiveSinkImpl *impl = scope.get()->impl;
     std::lock_guard guard(impl->lock);
     impl->model_busy = false;
@@ -669,22 +712,30 @@ gemstream::LiveCallbacks make_callbacks(std::shared_ptr<const CallbackLink> link
     if (!scope)
       return;
     note_model_activity(scope.get());
+    const auto tools = current_tools(scope.get());
     for (const auto &call : calls) {
-      GST_DEBUG_OBJECT(scope.get(), "tool call %s %s(%s)", call.id.c_str(), call.name.c_str(),
-                       call.args_json.c_str());
+      const bool handled = tools && tools->handles(call.name);
+      GST_DEBUG_OBJECT(scope.get(), "tool call %s %s(%s)%s", call.id.c_str(), call.name.c_str(),
+                       call.args_json.c_str(), handled ? ", run by the sink" : "");
       post_element_message(scope.get(),
                            gst_structure_new("gemstream-live-tool-call", "id", G_TYPE_STRING,
                                              call.id.c_str(), "name", G_TYPE_STRING,
                                              call.name.c_str(), "args", G_TYPE_STRING,
-                                             call.args_json.c_str(), nullptr));
-      g_signal_emit(scope.get(), signals[SIGNAL_TOOL_CALL], 0, call.id.c_str(), call.name.c_str(),
-                    call.args_json.c_str());
+                                             call.args_json.c_str(), "handled", G_TYPE_BOOLEAN,
+                                             gboolean(handled), nullptr));
+      if (!handled)
+        g_signal_emit(scope.get(), signals[SIGNAL_TOOL_CALL], 0, call.id.c_str(),
+                      call.name.c_str(), call.args_json.c_str());
     }
+    if (tools)
+      tools->handle(calls);
   };
   cb.on_tool_call_cancellation = [link](const std::vector<std::string> &ids) {
     CallbackScope scope(*link);
     if (!scope)
       return;
+    if (auto tools = current_tools(scope.get()))
+      tools->cancel(ids);
     GValue array = G_VALUE_INIT;
     gst_value_array_init(&array, guint(ids.size()));
     for (const auto &id : ids) {
@@ -761,6 +812,62 @@ gemstream::LiveCallbacks make_callbacks(std::shared_ptr<const CallbackLink> link
   return cb;
 }
 
+// A capability's step (runner threads): the gemstream-capability message. When a job ends the
+// bridge tells the model, whose answer the EOS logic then waits for.
+void on_capability_event(GemGeminiLiveSink *self, const gemstream::CapabilityEvent &e) {
+  GST_DEBUG_OBJECT(self, "capability %s %s: %s", e.capability.c_str(),
+                   gemstream::to_string(e.type), e.message.c_str());
+  GValue outputs = G_VALUE_INIT;
+  gst_value_array_init(&outputs, guint(e.outputs.size()));
+  for (const auto &path : e.outputs) {
+    GValue v = G_VALUE_INIT;
+    g_value_init(&v, G_TYPE_STRING);
+    g_value_set_string(&v, path.c_str());
+    gst_value_array_append_and_take_value(&outputs, &v);
+  }
+  GstStructure *s = gst_structure_new(
+      "gemstream-capability", "event", G_TYPE_STRING, gemstream::to_string(e.type), "call-id",
+      G_TYPE_STRING, e.call_id.c_str(), "capability", G_TYPE_STRING, e.capability.c_str(),
+      "job-id", G_TYPE_STRING, e.job_id.c_str(), "message", G_TYPE_STRING, e.message.c_str(),
+      "artefact", G_TYPE_STRING, e.artefact.c_str(), "usd", G_TYPE_DOUBLE, e.usd, nullptr);
+  gst_structure_take_value(s, "outputs", &outputs);
+  post_element_message(self, s);
+  if (!gemstream::LiveToolBridge::job_report(e).empty()) {
+    // The model is told now or after its current turn; reply-timeout counts from here.
+    GemGeminiLiveSinkImpl *impl = self->impl;
+    std::lock_guard guard(impl->lock);
+    impl->last_model_activity = Clock::now();
+    impl->cond.notify_all();
+  }
+}
+
+std::shared_ptr<gemstream::LiveToolBridge> make_tools(const Settings &s,
+                                                      const gemstream::Endpoint &endpoint,
+                                                      std::shared_ptr<const CallbackLink> link) {
+  if (s.capabilities.empty())
+    return nullptr;
+  gemstream::MediaConfig media = gemstream::MediaConfig::load_default();
+  gemstream::CapabilitySet caps = s.capabilities == "default"
+                                      ? gemstream::CapabilitySet::load_default(&media)
+                                      : gemstream::CapabilitySet::load(s.capabilities, &media);
+  gemstream::CapabilityRunnerOptions options;
+  options.endpoint = endpoint;
+  options.covers_dir = std::filesystem::path(s.media_dir) / "covers";
+  options.videos_dir = std::filesystem::path(s.media_dir) / "backgrounds";
+  options.user = s.user;
+  options.poll_interval = std::chrono::milliseconds(s.job_poll_interval_ms);
+  // Runs a nested pipeline on the job's thread, never on a streaming or network thread.
+  options.finish_video = gemstream::make_clip_loops;
+  auto ledger = std::make_shared<gemstream::CostLedger>();
+  return std::make_shared<gemstream::LiveToolBridge>(
+      std::move(caps), std::move(media), std::move(ledger), std::move(options),
+      [link](const gemstream::CapabilityEvent &event) {
+        CallbackScope scope(*link);
+        if (scope)
+          on_capability_event(scope.get(), event);
+      });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Start / stop
 
@@ -787,11 +894,13 @@ Prices load_prices(GemGeminiLiveSink *self) {
 void stop_session(GemGeminiLiveSink *self) {
   GemGeminiLiveSinkImpl *impl = self->impl;
   std::shared_ptr<LiveSession> session;
+  std::shared_ptr<gemstream::LiveToolBridge> tools;
   std::shared_ptr<LiveHub> hub;
   std::uint64_t hub_generation;
   {
     std::lock_guard guard(impl->lock);
     session = std::move(impl->session);
+    tools = std::move(impl->tools);
     hub = std::move(impl->hub);
     hub_generation = impl->hub_generation;
     impl->hub_generation = 0;
@@ -800,6 +909,9 @@ void stop_session(GemGeminiLiveSink *self) {
   if (session)
     session->close();  // no callback runs after this
   session.reset();
+  // Cancels capability work still running and waits for it (a cancelled request ends within
+  // milliseconds); its events no longer reach the element (the generation changed).
+  tools.reset();
   if (hub)
     hub->detach_sink(hub_generation);
   std::lock_guard guard(impl->lock);
@@ -839,16 +951,24 @@ bool start_session(GemGeminiLiveSink *self) {
     }
     auto link = std::make_shared<const CallbackLink>(GST_ELEMENT(self), generation, hub,
                                                      hub_generation);
+    std::shared_ptr<gemstream::LiveToolBridge> tools;
     std::shared_ptr<LiveSession> session;
     try {
+      tools = make_tools(s, endpoint, link);
+      if (tools)
+        tools->declare(config);
       session = std::make_shared<LiveSession>(endpoint, config, make_callbacks(link));
     } catch (...) {
+      tools.reset();
       hub->detach_sink(hub_generation);
       throw;
     }
+    if (tools)
+      tools->attach(session);
     {
       std::lock_guard guard(impl->lock);
       impl->session = session;
+      impl->tools = tools;
       impl->hub = hub;
       impl->hub_generation = hub_generation;
       impl->generation.store(generation, std::memory_order_release);
@@ -1024,12 +1144,29 @@ void handle_audio_eos(GemGeminiLiveSink *self, guint32 seqnum) {
     std::unique_lock lk(impl->lock);
     const auto timeout = std::chrono::milliseconds(impl->reply_timeout_ms);
     const Clock::time_point ended = Clock::now();
+    const std::shared_ptr<gemstream::LiveToolBridge> tools = impl->tools;
     for (;;) {
       if (impl->stopping || impl->audio.flushing)
         return;
       if (!impl->session || impl->failed || timeout.count() == 0)
         break;
-      if (impl->reply_seen && !impl->model_busy)
+      int awaiting = 0;
+      if (tools) {
+        // Capability work the user asked for (a card image, a background video job) finishes
+        // before the conversation ends, bounded by the runner's own timeouts, and so does the
+        // model's answer to a job's report. The runner's count is not signalled: poll it.
+        lk.unlock();
+        const int pending = tools->pending();
+        awaiting = tools->awaiting_answer();
+        lk.lock();
+        if (impl->stopping || impl->audio.flushing)
+          return;
+        if (pending > 0) {
+          impl->cond.wait_for(lk, std::chrono::milliseconds(50));
+          continue;
+        }
+      }
+      if (impl->reply_seen && !impl->model_busy && awaiting == 0)
         break;
       // Silence from the model for reply-timeout ends the wait, whether or not it answered.
       const Clock::time_point deadline = std::max(ended, impl->last_model_activity) + timeout;
@@ -1373,6 +1510,20 @@ static void gem_gemini_live_sink_set_property(GObject *object, guint prop_id, co
     s.resumption_handle = value_to_string(value);
     impl->resumption_handle = s.resumption_handle;
     break;
+  case PROP_CAPABILITIES:
+    s.capabilities = value_to_string(value);
+    break;
+  case PROP_MEDIA_DIR:
+    s.media_dir = value_to_string(value);
+    if (s.media_dir.empty())
+      s.media_dir = kDefaultMediaDir;
+    break;
+  case PROP_USER:
+    s.user = value_to_string(value);
+    break;
+  case PROP_JOB_POLL_INTERVAL:
+    s.job_poll_interval_ms = g_value_get_uint(value);
+    break;
   default:
     G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
     break;
@@ -1480,6 +1631,18 @@ static void gem_gemini_live_sink_get_property(GObject *object, guint prop_id, GV
     break;
   case PROP_RESUMPTION_HANDLE:
     g_value_set_string(value, impl->resumption_handle.c_str());
+    break;
+  case PROP_CAPABILITIES:
+    g_value_set_string(value, s.capabilities.c_str());
+    break;
+  case PROP_MEDIA_DIR:
+    g_value_set_string(value, s.media_dir.c_str());
+    break;
+  case PROP_USER:
+    g_value_set_string(value, s.user.c_str());
+    break;
+  case PROP_JOB_POLL_INTERVAL:
+    g_value_set_uint(value, s.job_poll_interval_ms);
     break;
   case PROP_TOTAL_USD:
     g_value_set_double(value, impl->total_usd);
@@ -1682,6 +1845,36 @@ static void gem_gemini_live_sink_class_init(GemGeminiLiveSinkClass *klass) {
                           "(handles stay valid about 2 hours); reading returns the newest handle "
                           "the service issued. Empty: a new conversation.",
                           "", flags));
+  g_object_class_install_property(
+      gobject_class, PROP_CAPABILITIES,
+      g_param_spec_string("capabilities", "Capabilities",
+                          "Agent capabilities the model may use by conversation (card images, "
+                          "background videos, search), run by the sink itself: \"default\" "
+                          "for config/agent_capabilities.json, or the path of such a file. "
+                          "Capabilities that cost money ask the user first. Progress arrives as "
+                          "gemstream-capability messages. Empty: none.",
+                          "", flags));
+  g_object_class_install_property(
+      gobject_class, PROP_MEDIA_DIR,
+      g_param_spec_string("media-dir", "Media directory",
+                          "Where capabilities write what they make: card images to "
+                          "MEDIA-DIR/covers, background videos and their loops to "
+                          "MEDIA-DIR/backgrounds.",
+                          kDefaultMediaDir, flags));
+  g_object_class_install_property(
+      gobject_class, PROP_USER,
+      g_param_spec_string("user", "User",
+                          "Whose money capabilities spend: the name their costs are recorded "
+                          "under in the cost ledger and checked against a daily budget. Empty: "
+                          "the login name.",
+                          "", flags));
+  g_object_class_install_property(
+      gobject_class, PROP_JOB_POLL_INTERVAL,
+      g_param_spec_uint("job-poll-interval", "Job poll interval",
+                        "How often a background-video capability polls its Veo operation, in "
+                        "milliseconds; 0: poll_interval_seconds of "
+                        "config/media_generation.json.",
+                        0, kMaxJobPollIntervalMs, 0, flags));
   g_object_class_install_property(
       gobject_class, PROP_MESSAGES_SENT,
       g_param_spec_uint64("messages-sent", "Messages sent",

@@ -1,6 +1,7 @@
 #include "elements.h"
 
 #include "framesampler.h"
+#include "geminianalyzesink.h"
 #include "geminilivesink.h"
 #include "geminilivesrc.h"
 #include "imagegensrc.h"
@@ -12,6 +13,8 @@
 gboolean gemstream_register_elements(GstPlugin *plugin) {
   gboolean ok = TRUE;
   ok &= gst_element_register(plugin, "framesampler", GST_RANK_NONE, GEM_TYPE_FRAME_SAMPLER);
+  ok &= gst_element_register(plugin, "geminianalyzesink", GST_RANK_NONE,
+                             GEM_TYPE_GEMINI_ANALYZE_SINK);
   ok &= gst_element_register(plugin, "geminilivesink", GST_RANK_NONE, GEM_TYPE_GEMINI_LIVE_SINK);
   ok &= gst_element_register(plugin, "geminilivesrc", GST_RANK_NONE, GEM_TYPE_GEMINI_LIVE_SRC);
   ok &= gst_element_register(plugin, "imagegensrc", GST_RANK_NONE, GEM_TYPE_IMAGE_GEN_SRC);

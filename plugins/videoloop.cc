@@ -15,10 +15,14 @@
  * crossfade), timestamped from 0 at the input frame rate; the middle frames are passed through
  * untouched. The clip must be at least twice as long as the crossfade.
  *
- * Only the head (K frames, copied) and a delay line of the newest K frames are held: the tail
- * is only known at EOS, so output runs 2 × crossfade behind the input and the element needs a
- * finite, non-live clip. A constant frame rate is required (put `videorate` in front of a
- * variable-rate source).
+ * By default the head (K frames, copied) and a delay line of the newest K frames are held: the
+ * tail is only known at EOS, so output runs 2 × crossfade behind the input and the element needs
+ * a finite, non-live clip. When the clip's frame count N is known beforehand (a probe of the
+ * file), set the `frames` property: each tail frame is then blended into the head as it arrives
+ * and dropped, so only the head is held (half the memory) and output follows the input at once.
+ * `frames` must be exact; a clip that turns out shorter or longer is an error (STREAM/FAILED
+ * with the detail `reason` = `frame-count-mismatch`, so an application can run again without
+ * it). A constant frame rate is required (put `videorate` in front of a variable-rate source).
  *
  * Audio is optional: request the `audio_sink` pad and the matching `audio_src` pad appears. The
  * audio is cut at the video's timeline, sample-accurately: it is delayed by the crossfade, its
@@ -32,15 +36,28 @@
  *
  * Flushing seeks to the start (position 0) are passed upstream and restart the loop; other
  * seeks are refused, since an output position maps onto two input positions in the crossfade.
+ * Position queries are refused too (the input runs ahead of the output); progress is reported
+ * with messages instead.
+ *
+ * ## Progress
+ * The element posts `GST_MESSAGE_PROGRESS` messages with the code `loop`: type `start` at the
+ * first video frame, `continue` each time the integer percentage of the input processed grows,
+ * and `complete` once the last (blended) frame has been pushed. Their structure carries the
+ * usual `type`, `code` and `text` fields plus `percent` (int, 0-100; -1 while the clip length
+ * is unknown), computed from the `frames` property, else from upstream's duration (a TIME
+ * duration query on the video input, asked at the first frame) and the frames received. A
+ * flushing seek to the start begins a new `start`.
  *
  * ## Example launch lines
  * |[
- * gst-launch-1.0 videotestsrc pattern=ball num-buffers=192 ! video/x-raw,framerate=24/1 ! videoloop ! videoconvert ! x264enc ! mp4mux ! filesink location=loop.mp4
- * gst-launch-1.0 filesrc location=clip.mp4 ! qtdemux name=d  videoloop name=loop crossfade=500000000 \
+ * gst-launch-1.0 videotestsrc pattern=ball num-buffers=192 ! video/x-raw,framerate=24/1 ! videoloop
+ * ! videoconvert ! x264enc ! mp4mux ! filesink location=loop.mp4
+ * gst-launch-1.0 filesrc location=clip.mp4 ! qtdemux name=d  videoloop name=loop
+ * crossfade=500000000 \
  *     d.video_0 ! queue ! decodebin ! videoconvert ! loop.video_sink \
  *     d.audio_0 ! queue ! decodebin ! audioconvert ! loop.audio_sink \
- *     loop.video_src ! queue ! videoconvert ! x264enc ! mp4mux name=mux ! filesink location=loop.mp4 \
- *     loop.audio_src ! queue ! audioconvert ! avenc_aac ! mux.
+ *     loop.video_src ! queue ! videoconvert ! x264enc ! mp4mux name=mux ! filesink
+ * location=loop.mp4 \ loop.audio_src ! queue ! audioconvert ! avenc_aac ! mux.
  * ]|
  */
 #include "videoloop.h"
@@ -55,6 +72,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -72,10 +90,11 @@ using CapsRef = Ref<GstCaps>;
 constexpr guint64 kDefaultCrossfade = GST_SECOND;
 constexpr guint64 kMinCrossfade = 40 * GST_MSECOND;
 constexpr guint64 kMaxCrossfade = 60 * GST_SECOND;
+constexpr guint64 kDefaultFrames = 0; // unknown
 // Output audio buffers are at most 1/50 s long.
 constexpr guint kAudioBuffersPerSecond = 50;
 
-enum { PROP_0, PROP_CROSSFADE };
+enum { PROP_0, PROP_CROSSFADE, PROP_FRAMES };
 
 double seconds(GstClockTime t) { return static_cast<double>(t) / GST_SECOND; }
 
@@ -126,27 +145,44 @@ struct VideoState {
   CapsRef caps;
   GstVideoInfo info{};
   Timeline timeline;
-  std::vector<BufferRef> head;  // f0 … f(K-1), private copies, blended in place at EOS
-  std::deque<BufferRef> window; // the newest ≤ K frames after the head: the tail, at EOS
+  guint64 frames = 0; // the `frames` property, snapshotted at READY→PAUSED; 0: unknown
+  // f0 … f(K-1), private copies. Without `frames` they are blended in place at EOS; with it,
+  // each tail frame is blended in as it arrives.
+  std::vector<BufferRef> head;
+  std::deque<BufferRef> window; // without `frames`: the newest ≤ K frames after the head
+  // With `frames`, past the head: the newest input frame, repeated to fill a GAP (otherwise
+  // the newest frame is the last of the window or of the head).
+  BufferRef last;
   guint64 received = 0;
   guint64 pushed = 0;
   bool need_segment = true;
   bool eos = false;
   guint32 seqnum = GST_SEQNUM_INVALID;
+  // Progress messages: the clip length in frames used for the percentage (0: not asked yet,
+  // G_MAXUINT64: unknown) and the last percentage posted (-2: no message posted yet).
+  guint64 progress_total = 0;
+  int progress_percent = -2;
+
+  // The tail is blended into the head as it arrives.
+  bool progressive() const { return frames > 0; }
 
   void reset_stream() {
     head.clear();
     window.clear();
+    last.reset();
     received = 0;
     pushed = 0;
     need_segment = true;
     eos = false;
+    progress_total = 0;
+    progress_percent = -2;
   }
   void reset_all() {
     reset_stream();
     caps.reset();
     gst_video_info_init(&info);
     timeline = {};
+    frames = 0;
     seqnum = GST_SEQNUM_INVALID;
   }
 };
@@ -155,9 +191,15 @@ struct VideoState {
 struct VideoProgress {
   bool configured = false;
   Timeline timeline;
+  guint64 frames = 0;   // the `frames` property once configured; 0: unknown
   guint64 received = 0; // frames so far; the clip length once eos is set
   bool eos = false;
   bool flushing = false;
+
+  // The clip length in frames is known: from `frames` (the audio may then run as far ahead of
+  // the video as its own input allows, which the video no longer lags behind) or at EOS.
+  bool length_known() const { return eos || frames > 0; }
+  guint64 length() const { return eos ? received : frames; }
 };
 
 // Audio state, under Impl::lock: written by the audio_sink streaming thread, consumed by the
@@ -211,6 +253,7 @@ struct AudioWork {
 
 struct Settings {
   guint64 crossfade = kDefaultCrossfade;
+  guint64 frames = kDefaultFrames;
 };
 
 } // namespace
@@ -226,6 +269,7 @@ struct GemVideoLoopImpl {
   std::condition_variable cond; // audio task: new audio, video progress, flushing, fatal
   Settings settings;
   guint64 crossfade = kDefaultCrossfade; // settings.crossfade, snapshotted at READY→PAUSED
+  guint64 frames = kDefaultFrames;       // settings.frames, likewise
   GstPad *audio_sink = nullptr;          // the request pad and its partner; owned by the element
   GstPad *audio_src = nullptr;
   VideoProgress progress;
@@ -318,8 +362,74 @@ bool blend_frame(const GstVideoInfo *info, GstBuffer *head, GstBuffer *tail, uns
   return true;
 }
 
-// Pushes output frame number `pushed` with timestamps on the output timeline.
-GstFlowReturn video_push(GemVideoLoop *self, BufferRef frame) {
+// Posts a GST_MESSAGE_PROGRESS with the code "loop" and a `percent` field (-1: unknown).
+void post_progress(GemVideoLoop *self, GstProgressType type, int percent, const char *text) {
+  GstMessage *msg = gst_message_new_progress(GST_OBJECT(self), type, "loop", text);
+  gst_structure_set(gst_message_writable_structure(msg), "percent", G_TYPE_INT, percent, nullptr);
+  gst_element_post_message(GST_ELEMENT(self), msg);
+}
+
+// Reports the input processed so far: a start message at the first frame, then one each time
+// the integer percentage grows. Called from the video streaming thread after each frame.
+void update_progress(GemVideoLoop *self) {
+  VideoState &v = self->impl->video;
+  if (v.progress_total == 0) {
+    v.progress_total = G_MAXUINT64;
+    gint64 duration = -1;
+    if (v.frames > 0)
+      v.progress_total = v.frames;
+    else if (gst_pad_peer_query_duration(self->impl->video_sink, GST_FORMAT_TIME, &duration) &&
+             duration > 0)
+      v.progress_total = std::max<guint64>(
+          1, gst_util_uint64_scale_round(static_cast<guint64>(duration),
+                                         static_cast<guint64>(v.timeline.fps_n),
+                                         GST_SECOND * static_cast<guint64>(v.timeline.fps_d)));
+  }
+  const bool known = v.progress_total != G_MAXUINT64;
+  // 100 is kept for the complete message, which follows the blended tail.
+  const int percent =
+      known ? static_cast<int>(std::min<guint64>(99, v.received * 100 / v.progress_total)) : -1;
+  if (v.progress_percent != -2 && percent <= v.progress_percent)
+    return;
+  const bool first = v.progress_percent == -2;
+  v.progress_percent = percent;
+  char text[96];
+  if (known)
+    std::snprintf(text, sizeof text, "Looping: %d%% of %.1f s", percent,
+                  seconds(v.timeline.frame_time(v.progress_total)));
+  else
+    std::snprintf(text, sizeof text, "Looping: %.1f s read",
+                  seconds(v.timeline.frame_time(v.received)));
+  post_progress(self, first ? GST_PROGRESS_TYPE_START : GST_PROGRESS_TYPE_CONTINUE, percent, text);
+}
+
+// Ends the progress report of a clip that failed, if one was started.
+void fail_progress(GemVideoLoop *self) {
+  if (self->impl->video.progress_percent != -2)
+    post_progress(self, GST_PROGRESS_TYPE_ERROR, self->impl->video.progress_percent,
+                  "Looping failed");
+}
+
+// The `frames` property did not match the clip. The details let an application that set it
+// from a probe run again without it.
+void post_frame_count_mismatch(GemVideoLoop *self, guint64 received, bool more) {
+  const VideoState &v = self->impl->video;
+  GST_ELEMENT_ERROR_WITH_DETAILS(
+      self, STREAM, FAILED,
+      ("The clip has %s video frames than the frames property says (%" G_GUINT64_FORMAT
+       "); set frames=0 when the exact count is not known.",
+       more ? "more" : "fewer", v.frames),
+      ("%" G_GUINT64_FORMAT " frames %s", received, more ? "so far" : "in all"),
+      ("reason", G_TYPE_STRING, "frame-count-mismatch", "expected-frames", G_TYPE_UINT64, v.frames,
+       "received-frames", G_TYPE_UINT64, received, nullptr));
+  fail_progress(self);
+  set_fatal(self->impl);
+}
+
+// Pushes output frame number `pushed` with timestamps on the output timeline. With keep_last
+// the frame is also kept as the newest input frame (taken once it is writable, so holding it
+// costs no copy).
+GstFlowReturn video_push(GemVideoLoop *self, BufferRef frame, bool keep_last = false) {
   GemVideoLoopImpl *impl = self->impl;
   VideoState &v = impl->video;
   if (v.need_segment) {
@@ -339,6 +449,8 @@ GstFlowReturn video_push(GemVideoLoop *self, BufferRef frame) {
   else
     GST_BUFFER_FLAG_UNSET(out, GST_BUFFER_FLAG_DISCONT);
   GST_BUFFER_FLAG_UNSET(out, GST_BUFFER_FLAG_RESYNC);
+  if (keep_last)
+    v.last = BufferRef::retain(out);
   GST_TRACE_OBJECT(self, "frame %" G_GUINT64_FORMAT " at %" GST_TIME_FORMAT, i, GST_TIME_ARGS(pts));
   return gst_pad_push(impl->video_src, out);
 }
@@ -358,17 +470,42 @@ GstFlowReturn video_take_frame(GemVideoLoop *self, BufferRef frame) {
     if (impl->fatal)
       return GST_FLOW_ERROR;
   }
-  if (v.received < v.timeline.k) {
-    // The head is written by the blend at EOS and held for the whole clip: a private copy
-    // also keeps it out of upstream's buffer pool.
+  const guint64 i = v.received;
+  const guint64 k = v.timeline.k;
+  if (v.progressive() && i >= v.frames) {
+    post_frame_count_mismatch(self, i + 1, true);
+    return GST_FLOW_ERROR;
+  }
+  BufferRef out;
+  bool keep_out = false;
+  if (i < k) {
+    // The head is written by the blend and held for the whole clip: a private copy also keeps
+    // it out of upstream's buffer pool.
     GstBuffer *copy = gst_buffer_copy_deep(frame.get());
     if (!copy) {
       GST_ELEMENT_ERROR(self, RESOURCE, NO_SPACE_LEFT, ("Cannot copy a video frame."), (nullptr));
       return GST_FLOW_ERROR;
     }
     v.head.push_back(BufferRef::adopt(copy));
+  } else if (v.progressive() && i >= v.frames - k) {
+    const guint64 j = i - (v.frames - k);
+    if (!blend_frame(&v.info, v.head[j].get(), frame.get(),
+                     gemstream::videoloop::head_weight_256(j, k))) {
+      GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot map a video frame for blending."),
+                        (nullptr));
+      set_fatal(impl);
+      return GST_FLOW_ERROR;
+    }
+    v.last = std::move(frame);
+  } else if (v.progressive()) {
+    out = std::move(frame);
+    keep_out = true;
   } else {
     v.window.push_back(std::move(frame));
+    if (v.window.size() > k) {
+      out = std::move(v.window.front());
+      v.window.pop_front();
+    }
   }
   ++v.received;
   {
@@ -376,11 +513,8 @@ GstFlowReturn video_take_frame(GemVideoLoop *self, BufferRef frame) {
     impl->progress.received = v.received;
     impl->cond.notify_all();
   }
-  if (v.window.size() <= v.timeline.k)
-    return GST_FLOW_OK;
-  BufferRef out = std::move(v.window.front());
-  v.window.pop_front();
-  return video_push(self, std::move(out));
+  update_progress(self);
+  return out ? video_push(self, std::move(out), keep_out) : GST_FLOW_OK;
 }
 
 gboolean video_set_caps(GemVideoLoop *self, GstCaps *caps) {
@@ -418,21 +552,42 @@ gboolean video_set_caps(GemVideoLoop *self, GstCaps *caps) {
   Timeline t;
   t.fps_n = GST_VIDEO_INFO_FPS_N(&info);
   t.fps_d = GST_VIDEO_INFO_FPS_D(&info);
+  guint64 frames;
   {
     std::lock_guard<std::mutex> guard(impl->lock);
     t.k = std::max<guint64>(
         1, gst_util_uint64_scale_round(impl->crossfade, static_cast<guint64>(t.fps_n),
                                        GST_SECOND * static_cast<guint64>(t.fps_d)));
+    frames = impl->frames;
+  }
+  if (frames > 0 && frames < 2 * t.k) {
+    // Known before the first frame: fail before any work.
+    GST_ELEMENT_ERROR(self, STREAM, FAILED,
+                      ("The clip is %.2f s long; it needs at least 2 × crossfade = %.2f s. Lower "
+                       "the crossfade property.",
+                       seconds(t.frame_time(frames)), seconds(t.frame_time(2 * t.k))),
+                      ("frames property %" G_GUINT64_FORMAT ", crossfade %" G_GUINT64_FORMAT
+                       " frames",
+                       frames, t.k));
+    set_fatal(impl);
+    return FALSE;
+  }
+  {
+    std::lock_guard<std::mutex> guard(impl->lock);
     impl->progress.configured = true;
     impl->progress.timeline = t;
+    impl->progress.frames = frames;
     impl->cond.notify_all();
   }
   v.caps = CapsRef::retain(caps);
   v.info = info;
   v.timeline = t;
-  GST_DEBUG_OBJECT(self, "video %dx%d at %d/%d fps, crossfade %" G_GUINT64_FORMAT " frames",
-                   GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info), t.fps_n, t.fps_d,
-                   t.k);
+  v.frames = frames;
+  GST_DEBUG_OBJECT(self,
+                   "video %dx%d at %d/%d fps, crossfade %" G_GUINT64_FORMAT
+                   " frames, clip %" G_GUINT64_FORMAT " frames (0: unknown)",
+                   GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info), t.fps_n, t.fps_d, t.k,
+                   frames);
   return TRUE;
 }
 
@@ -443,7 +598,8 @@ gboolean video_eos(GemVideoLoop *self, GstEvent *event) {
   v.eos = true;
   const guint64 n = v.received;
   const guint64 k = v.timeline.k;
-  const bool usable = n > 0 && n >= 2 * k;
+  const bool mismatch = v.progressive() && n != v.frames;
+  const bool usable = n > 0 && n >= 2 * k && !mismatch;
   {
     // fatal is set together with eos so the audio task never sees an unusable clip length.
     std::lock_guard<std::mutex> guard(impl->lock);
@@ -461,6 +617,11 @@ gboolean video_eos(GemVideoLoop *self, GstEvent *event) {
     gst_event_unref(event);
     return FALSE;
   }
+  if (mismatch) {
+    post_frame_count_mismatch(self, n, false);
+    gst_event_unref(event);
+    return FALSE;
+  }
   if (n < 2 * k) {
     GST_ELEMENT_ERROR(
         self, STREAM, FAILED,
@@ -468,6 +629,7 @@ gboolean video_eos(GemVideoLoop *self, GstEvent *event) {
          "the crossfade property.",
          seconds(v.timeline.frame_time(n)), seconds(v.timeline.frame_time(2 * k))),
         ("%" G_GUINT64_FORMAT " frames, crossfade %" G_GUINT64_FORMAT " frames", n, k));
+    fail_progress(self);
     gst_event_unref(event);
     return FALSE;
   }
@@ -476,10 +638,11 @@ gboolean video_eos(GemVideoLoop *self, GstEvent *event) {
   GstFlowReturn ret = GST_FLOW_OK;
   for (guint64 j = 0; j < k && ret == GST_FLOW_OK; ++j) {
     BufferRef head = std::move(v.head[j]);
-    if (!blend_frame(&v.info, head.get(), v.window[j].get(),
-                     gemstream::videoloop::head_weight_256(j, k))) {
+    if (!v.progressive() && !blend_frame(&v.info, head.get(), v.window[j].get(),
+                                         gemstream::videoloop::head_weight_256(j, k))) {
       GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot map a video frame for blending."),
                         (nullptr));
+      fail_progress(self);
       set_fatal(impl);
       gst_event_unref(event);
       return FALSE;
@@ -488,6 +651,7 @@ gboolean video_eos(GemVideoLoop *self, GstEvent *event) {
   }
   v.head.clear();
   v.window.clear();
+  v.last.reset();
   if (ret != GST_FLOW_OK) {
     GST_DEBUG_OBJECT(self, "pushing the blended tail: %s", gst_flow_get_name(ret));
     post_flow_error(self, ret);
@@ -495,6 +659,12 @@ gboolean video_eos(GemVideoLoop *self, GstEvent *event) {
       gst_event_unref(event);
       return FALSE;
     }
+  } else {
+    char text[96];
+    std::snprintf(text, sizeof text, "Looped: %" G_GUINT64_FORMAT " frames, %.2f s", n - k,
+                  seconds(v.timeline.frame_time(n - k)));
+    v.progress_percent = 100;
+    post_progress(self, GST_PROGRESS_TYPE_COMPLETE, 100, text);
   }
   return gst_pad_push_event(impl->video_src, event);
 }
@@ -507,11 +677,10 @@ gboolean video_gap(GemVideoLoop *self, GstEvent *event) {
   gst_event_unref(event);
   if (!v.caps || !GST_CLOCK_TIME_IS_VALID(duration))
     return TRUE;
-  BufferRef last;
-  if (!v.window.empty())
-    last = v.window.back();
-  else if (!v.head.empty())
-    last = v.head.back();
+  const BufferRef last = v.last              ? v.last
+                         : !v.window.empty() ? v.window.back()
+                         : !v.head.empty()   ? v.head.back()
+                                             : BufferRef();
   if (!last) {
     GST_DEBUG_OBJECT(self, "ignoring a gap before the first frame");
     return TRUE;
@@ -544,8 +713,9 @@ void read_input(const AudioState &a, guint64 x, guint64 n, guint8 *dst) {
 //
 // Output sample s is input sample s + Ca (Ca = the crossfade in samples) up to Sa = La - Ca,
 // where La = the output length = samples(N - K); samples [Sa, La) blend input s + Ca with head
-// sample s - Sa. Before the video's EOS, N ≥ frames received, which bounds how far the audio
-// may run ahead of the video without knowing the clip length.
+// sample s - Sa. N is the `frames` property when set; otherwise, before the video's EOS,
+// N ≥ frames received, which bounds how far the audio may run ahead of the video without
+// knowing the clip length.
 bool next_audio_work(GemVideoLoopImpl *impl, AudioWork &w) {
   AudioState &a = impl->audio;
   const VideoProgress &p = impl->progress;
@@ -577,8 +747,9 @@ bool next_audio_work(GemVideoLoopImpl *impl, AudioWork &w) {
     a.head_ready = true;
   }
 
-  const bool known = p.eos;
-  const guint64 frames_after_k = p.received >= 2 * t.k ? p.received - t.k : 0;
+  const bool known = p.length_known();
+  const guint64 clip = known ? p.length() : p.received;
+  const guint64 frames_after_k = clip >= 2 * t.k ? clip - t.k : 0;
   const guint64 loop_end = frames_after_k ? t.samples(frames_after_k, rate) : 0; // La
   const guint64 straight_end = loop_end ? loop_end - ca : 0;                     // Sa
   const guint64 input_end = a.eos ? G_MAXUINT64 : (a.received > ca ? a.received - ca : 0);
@@ -755,9 +926,9 @@ gboolean audio_set_caps(GemVideoLoop *self, GstCaps *caps) {
 void audio_store(GemVideoLoopImpl *impl, const guint8 *data, guint64 samples) {
   AudioState &a = impl->audio;
   const VideoProgress &p = impl->progress;
-  if (p.eos && p.configured && p.received >= 2 * p.timeline.k) {
+  if (p.length_known() && p.configured && p.length() >= 2 * p.timeline.k) {
     const gint rate = GST_AUDIO_INFO_RATE(&a.info);
-    const guint64 needed = p.timeline.samples(p.received - p.timeline.k, rate) +
+    const guint64 needed = p.timeline.samples(p.length() - p.timeline.k, rate) +
                            p.timeline.samples(p.timeline.k, rate);
     samples = a.received < needed ? std::min(samples, needed - a.received) : 0;
   }
@@ -961,10 +1132,11 @@ GstFlowReturn audio_chain(GstPad *, GstObject *parent, GstBuffer *buffer) {
 gboolean video_sink_query(GstPad *pad, GstObject *parent, GstQuery *query) {
   auto *self = GEM_VIDEO_LOOP(parent);
   if (GST_QUERY_TYPE(query) == GST_QUERY_ALLOCATION) {
-    // The delay line holds K upstream buffers by reference, so upstream must not allocate
-    // from a downstream pool sized for a plain stream: ask for a pool of its own with room for
-    // them. The metas downstream supports still apply. The query is serialized, so the video
-    // state may be read here.
+    // Without `frames` the delay line holds K upstream buffers by reference, so upstream must
+    // not allocate from a downstream pool sized for a plain stream: ask for a pool of its own
+    // with room for them. With `frames` only the newest frame is held (for GAPs), and a larger
+    // minimum would only make upstream preallocate frames nobody uses. The metas downstream
+    // supports still apply. The query is serialized, so the video state may be read here.
     const VideoState &v = self->impl->video;
     gboolean ok = gst_pad_peer_query(self->impl->video_src, query);
     while (gst_query_get_n_allocation_pools(query) > 0)
@@ -972,7 +1144,7 @@ gboolean video_sink_query(GstPad *pad, GstObject *parent, GstQuery *query) {
     if (v.caps)
       gst_query_add_allocation_pool(query, nullptr,
                                     static_cast<guint>(GST_VIDEO_INFO_SIZE(&v.info)),
-                                    static_cast<guint>(v.timeline.k + 2), 0);
+                                    static_cast<guint>(v.progressive() ? 2 : v.timeline.k + 2), 0);
     return ok || v.caps;
   }
   return gst_pad_query_default(pad, parent, query);
@@ -1149,6 +1321,7 @@ static GstStateChangeReturn gem_video_loop_change_state(GstElement *element,
     impl->video.reset_all();
     std::lock_guard<std::mutex> guard(impl->lock);
     impl->crossfade = impl->settings.crossfade;
+    impl->frames = impl->settings.frames;
     impl->progress = {};
     impl->audio.reset_all();
     impl->fatal = false;
@@ -1175,6 +1348,7 @@ static void gem_video_loop_set_property(GObject *object, guint prop_id, const GV
   case PROP_CROSSFADE:
     impl->settings.crossfade = g_value_get_uint64(value);
     break;
+  case PROP_FRAMES: impl->settings.frames = g_value_get_uint64(value); break;
   default:
     G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
     break;
@@ -1189,6 +1363,7 @@ static void gem_video_loop_get_property(GObject *object, guint prop_id, GValue *
   case PROP_CROSSFADE:
     g_value_set_uint64(value, impl->settings.crossfade);
     break;
+  case PROP_FRAMES: g_value_set_uint64(value, impl->settings.frames); break;
   default:
     G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
     break;
@@ -1243,6 +1418,18 @@ static void gem_video_loop_class_init(GemVideoLoopClass *klass) {
           "rounded to whole video frames. The output is this much shorter than the input, and "
           "the input must be at least twice as long.",
           kMinCrossfade, kMaxCrossfade, kDefaultCrossfade,
+          static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+                                   GST_PARAM_MUTABLE_READY)));
+
+  g_object_class_install_property(
+      gobject_class, PROP_FRAMES,
+      g_param_spec_uint64(
+          "frames", "Frames",
+          "Number of video frames in the clip, when it is known exactly beforehand (e.g. from a "
+          "probe of the file); 0: unknown. With it, each frame of the tail is blended into the "
+          "head as it arrives, so only the head is held instead of also a delay line of as many "
+          "frames, and output is not delayed. A clip with a different number of frames fails.",
+          0, G_MAXUINT64, kDefaultFrames,
           static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
                                    GST_PARAM_MUTABLE_READY)));
 

@@ -16,8 +16,8 @@ packages=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   flite flite1-dev pocketsphinx libpocketsphinx-dev pocketsphinx-en-us
   ffmpeg ca-certificates
-  # tests
-  libgtest-dev libgmock-dev
+  # tests (openssl: a self-signed certificate for the gateway's TLS test)
+  libgtest-dev libgmock-dev openssl
 )
 
 missing=()

@@ -1,6 +1,8 @@
 #include "live_server.h"
 
+#include "search_corpus.h"
 #include "speech.h"
+#include "understanding.h"
 #include "wire.h"
 #include "work_queue.h"
 
@@ -9,6 +11,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -38,6 +41,7 @@ constexpr std::string_view kOutputMime = "audio/pcm;rate=24000";
 
 constexpr int kOutputRate = 24000;
 constexpr auto kChunkDuration = 100ms;
+constexpr std::size_t kKeptFrames = 32;
 // Chunks sent ahead of real time, so a client's playback survives some network jitter.
 constexpr int kLeadChunks = 2;
 constexpr auto kTextPartSpacing = 40ms;
@@ -217,33 +221,6 @@ std::vector<Capability> load_capabilities(const std::filesystem::path &file) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A small search corpus for grounded answers (googleSearch tool).
-
-struct SearchEntry {
-  std::string_view keyword;
-  std::string_view uri;
-  std::string_view title;
-  std::string_view domain;
-  std::string_view sentence;
-};
-
-constexpr SearchEntry kCorpus[] = {
-    {"electric car", "https://www.iea.org/reports/global-ev-outlook-2025", "Global EV Outlook",
-     "iea.org", "Electric cars made up about one in five new cars sold worldwide last year."},
-    {"electric car", "https://en.wikipedia.org/wiki/Electric_car", "Electric car - Wikipedia",
-     "wikipedia.org", "Falling battery prices keep making them cheaper to build."},
-    {"mars", "https://science.nasa.gov/mars/", "Mars - NASA Science", "nasa.gov",
-     "NASA's rovers are still exploring the surface of Mars."},
-    {"gstreamer", "https://gstreamer.freedesktop.org/news/", "GStreamer news",
-     "gstreamer.freedesktop.org",
-     "The GStreamer project ships a new stable series about once a year."},
-    {"gemini", "https://ai.google.dev/gemini-api/docs/live", "Live API | Gemini API",
-     "ai.google.dev", "The Gemini Live API streams audio and video both ways over a WebSocket."},
-    {"weather", "https://www.wmo.int/", "World Meteorological Organization", "wmo.int",
-     "Forecasts are most reliable for the next three days."},
-};
-
-// ---------------------------------------------------------------------------------------------
 // Speech workers, shared by every backend in the process. Recognition (about a second per
 // utterance) and synthesis (tens of milliseconds) have separate threads so that a recognition
 // never delays a reply that is ready to be spoken.
@@ -258,7 +235,10 @@ public:
   WorkQueue synthesis;
 
 private:
-  SpeechWorkers() = default;
+  // Statics are destroyed in the reverse order of their construction, and a worker may still be
+  // warming the recogniser up when the process exits: it must outlive the workers, which join
+  // their threads when destroyed. (Constructing it loads nothing.)
+  SpeechWorkers() { (void)SpeechRecognizer::instance(); }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -273,6 +253,7 @@ struct Snapshot {
   std::vector<Turn> history;
   int turns = 0;
   Clock::time_point expires;
+  std::uint64_t audio_bytes = 0; // input audio of the conversation when the handle was issued
 };
 
 struct Setup {
@@ -313,6 +294,7 @@ enum class ModelState { Idle, Thinking, Speaking, AwaitingTool };
 
 struct Session {
   std::uint64_t id = 0;
+  std::uint64_t connection = 0; // index of its AudioCount
   lws *wsi = nullptr;
   Clock::time_point opened;
 
@@ -331,10 +313,16 @@ struct Session {
   int turns = 0;
   std::deque<std::string> queued_turns; // user turns waiting while the model cannot be interrupted
 
+  std::uint64_t audio_bytes = 0; // input audio of the conversation, resumed included
+
   // Input since the last reply started, for usageMetadata.
   double input_audio_seconds = 0;
   int input_frames = 0;
-  std::string last_frame;
+  // The frames the model can "see": evenly thinned to at most kKeptFrames over the session.
+  std::deque<std::string> frames;
+  int frame_stride = 1;
+  Clock::time_point first_frame_at{};
+  Clock::time_point last_frame_at{};
   int video_frames = 0;
 
   // Bumped whenever the user starts a new turn or interrupts: worker results carrying an older
@@ -520,6 +508,10 @@ struct LiveServer::Impl {
         capabilities(load_capabilities(options.capabilities_file)), rng(std::random_device{}()) {
     for (const auto &c : capabilities)
       hints.insert(hints.end(), c.examples.begin(), c.examples.end());
+    // What the search can answer about, asked the way the capabilities' examples ask. Without
+    // it, "what's the latest on AI regulation" was heard as "... on my regulation".
+    for (const auto &topic : search_topics())
+      hints.push_back("what's the latest on " + topic);
   }
 
   // Connection lifecycle.
@@ -553,6 +545,7 @@ struct LiveServer::Impl {
   // The stand-in model.
   void interrupt(Session &s);
   void typed_turn(Session &s, std::string text);
+  void describe_frames(Session &s);
   void user_turn(Session &s, std::string text);
   void decide(Session &s, const std::string &text);
   void call_function(Session &s, const Capability &c, ojson args);
@@ -589,6 +582,18 @@ struct LiveServer::Impl {
   std::map<std::string, Snapshot> handles;
   std::mt19937_64 rng;
   bool recognizer_requested = false;
+
+  // Input audio per connection, for tests; the only session state other threads read.
+  mutable std::mutex audio_mutex;
+  std::deque<AudioCount> audio_counts; // connections audio_counts_first...
+  std::uint64_t audio_counts_first = 0;
+  std::uint64_t next_connection = 0;
+
+  template <typename F> void update_audio_count(const Session &s, F &&update) {
+    std::lock_guard lock(audio_mutex);
+    if (s.connection >= audio_counts_first)
+      update(audio_counts[std::size_t(s.connection - audio_counts_first)]);
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -600,6 +605,15 @@ std::uint64_t LiveServer::Impl::open(lws *wsi) {
   s.id = next_id++;
   s.wsi = wsi;
   s.opened = Clock::now();
+  {
+    std::lock_guard lock(audio_mutex);
+    s.connection = next_connection++;
+    audio_counts.emplace_back();
+    while (audio_counts.size() > kAudioCountsKept) {
+      audio_counts.pop_front();
+      ++audio_counts_first;
+    }
+  }
 
   std::string value;
   auto copy_token = [&](lws_token_indexes token) -> bool {
@@ -1027,6 +1041,8 @@ void LiveServer::Impl::handle_setup(Session &s, const json &setup) {
   if (resumed) {
     s.history = std::move(resumed->history);
     s.turns = resumed->turns;
+    s.audio_bytes = resumed->audio_bytes;
+    update_audio_count(s, [&](AudioCount &c) { c.resumed_bytes = resumed->audio_bytes; });
   }
   if (s.setup.automatic_activity)
     s.vad.emplace(s.setup.vad);
@@ -1143,6 +1159,8 @@ void LiveServer::Impl::on_audio(Session &s, const json &blob) {
     invalid(s);
     return;
   }
+  s.audio_bytes += bytes->size();
+  update_audio_count(s, [&](AudioCount &c) { c.received_bytes += bytes->size(); });
   Pcm samples(bytes->size() / 2);
   for (std::size_t i = 0; i < samples.size(); ++i)
     samples[i] = std::int16_t(std::uint16_t(std::uint8_t((*bytes)[2 * i])) |
@@ -1184,8 +1202,21 @@ void LiveServer::Impl::on_video(Session &s, const json &blob) {
     invalid(s);
     return;
   }
-  // Kept for a later frame-analysis stage; only counted for now.
-  s.last_frame = std::move(*bytes);
+  const auto now = Clock::now();
+  if (s.video_frames == 0)
+    s.first_frame_at = now;
+  s.last_frame_at = now;
+  if (s.video_frames % s.frame_stride == 0) {
+    s.frames.push_back(std::move(*bytes));
+    if (s.frames.size() > kKeptFrames) {
+      // Keep every other frame and take every other from now on: still an even spread.
+      std::deque<std::string> kept;
+      for (std::size_t i = 0; i < s.frames.size(); i += 2)
+        kept.push_back(std::move(s.frames[i]));
+      s.frames.swap(kept);
+      s.frame_stride *= 2;
+    }
+  }
   ++s.video_frames;
   ++s.input_frames;
 }
@@ -1360,6 +1391,15 @@ void LiveServer::Impl::user_turn(Session &s, std::string text) {
 }
 
 void LiveServer::Impl::decide(Session &s, const std::string &text) {
+  // The client reports the end of an asynchronous job in a turn of its own ("[job job-1
+  // finished] The video is ready. Files: ... Tell the user ..."): pass the news on.
+  static const std::regex job_report(
+      R"(^\[job \S+ (finished|failed)\] (.*?)(?: Files: .*?)?(?: Tell the user.*)?$)");
+  std::smatch report;
+  if (std::regex_match(text, report, job_report)) {
+    respond(s, (report[1] == "failed" ? "Sorry, that did not work: " : "") + report[2].str());
+    return;
+  }
   const std::string said = normalize(text);
 
   if (auto consent = std::exchange(s.consent, std::nullopt); consent && consent->capability) {
@@ -1410,6 +1450,15 @@ void LiveServer::Impl::decide(Session &s, const std::string &text) {
     return;
   }
 
+  static const std::regex look(
+      ".*\\b(what do you see|what can you see|what is happening|what's happening|what happens|"
+      "what am i doing|describe (?:the|this|my) (?:video|picture|image|scene)|look at (?:this|me|my))"
+      "\\b.*");
+  if (std::regex_match(said, look)) {
+    describe_frames(s);
+    return;
+  }
+
   std::string reply;
   static const std::regex greeting("^(hi|hello|hey|good morning|good afternoon|good evening)\\b.*");
   static const std::regex question(
@@ -1438,6 +1487,35 @@ void LiveServer::Impl::decide(Session &s, const std::string &text) {
   else
     reply = "You said: " + said + ".";
   respond(s, std::move(reply));
+}
+
+// An honest account of the frames received (realtimeInput.video), computed on a worker: their
+// number, size, colours and the motion between them.
+void LiveServer::Impl::describe_frames(Session &s) {
+  if (s.frames.empty()) {
+    respond(s, "I cannot see anything: no video has reached me in this session.");
+    return;
+  }
+  std::vector<std::string> frames(s.frames.begin(), s.frames.end());
+  const double span = std::chrono::duration<double>(s.last_frame_at - s.first_frame_at).count();
+  const int received = s.video_frames;
+  s.model = ModelState::Thinking;
+  SpeechWorkers::instance().recognition.post([this, post = post, id = s.id, epoch = s.epoch,
+                                              frames = std::move(frames), span,
+                                              received]() mutable {
+    const std::vector<std::string_view> views(frames.begin(), frames.end());
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%.1f", span);
+    std::string text = "You have sent me " + std::to_string(received) + " frame" +
+                       (received == 1 ? "" : "s") + " over " + seconds + " seconds. " +
+                       describe_images(views);
+    post([this, id, epoch, text = std::move(text)]() mutable {
+      Session *s = find(id);
+      if (!s || s->closing() || s->epoch != epoch || s->model != ModelState::Thinking)
+        return;
+      respond(*s, std::move(text));
+    });
+  });
 }
 
 void LiveServer::Impl::call_function(Session &s, const Capability &c, ojson args) {
@@ -1473,39 +1551,12 @@ void LiveServer::Impl::respond(Session &s, std::string text, ojson grounding) {
 }
 
 void LiveServer::Impl::respond_grounded(Session &s, const std::string &query) {
-  std::vector<const SearchEntry *> hits;
-  for (const auto &entry : kCorpus)
-    if (query.find(entry.keyword) != std::string::npos)
-      hits.push_back(&entry);
-  if (hits.empty()) {
-    respond(s, "I could not find anything recent about " + query + ".");
+  SearchAnswer answer = search_and_answer(query, AnswerStyle::Spoken);
+  if (!answer.found) {
+    respond(s, std::move(answer.text));
     return;
   }
-  std::string text = "Here is the latest on " + query + ".";
-  ojson chunks = ojson::array();
-  ojson supports = ojson::array();
-  for (std::size_t i = 0; i < hits.size(); ++i) {
-    text += ' ';
-    const std::size_t start = text.size(); // byte offsets, as the real service reports
-    text += hits[i]->sentence;
-    chunks.push_back(
-        {{"web", {{"uri", hits[i]->uri}, {"title", hits[i]->title}, {"domain", hits[i]->domain}}}});
-    supports.push_back(
-        {{"segment",
-          {{"startIndex", start}, {"endIndex", text.size()}, {"text", hits[i]->sentence}}},
-         {"groundingChunkIndices", ojson::array({i})},
-         {"confidenceScores", ojson::array({0.9})}});
-  }
-  std::string search_url = "https://www.google.com/search?q=";
-  for (char c : query)
-    search_url += c == ' ' ? '+' : c;
-  ojson grounding = {{"webSearchQueries", ojson::array({query})},
-                     {"searchEntryPoint",
-                      {{"renderedContent", "<div class=\"container\"><a class=\"chip\" href=\"" +
-                                               search_url + "\">" + query + "</a></div>"}}},
-                     {"groundingChunks", std::move(chunks)},
-                     {"groundingSupports", std::move(supports)}};
-  respond(s, std::move(text), std::move(grounding));
+  respond(s, std::move(answer.text), std::move(answer.grounding_metadata));
 }
 
 void LiveServer::Impl::on_synthesized(std::uint64_t id, std::uint64_t epoch, std::string text,
@@ -1672,7 +1723,7 @@ void LiveServer::Impl::resumption_update(Session &s) {
   }
   const std::string handle =
       random_string(40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
-  handles[handle] = Snapshot{s.history, s.turns, now + kHandleLifetime};
+  handles[handle] = Snapshot{s.history, s.turns, now + kHandleLifetime, s.audio_bytes};
   send(s, {{"sessionResumptionUpdate", {{"newHandle", handle}, {"resumable", true}}}});
 }
 
@@ -1768,6 +1819,8 @@ int LiveServer::callback(lws *wsi, lws_callback_reasons reason, std::uint64_t &s
     }
     return 0;
   case LWS_CALLBACK_CLOSED:
+    if (Session *s = impl.find(slot))
+      impl.update_audio_count(*s, [](AudioCount &c) { c.open = false; });
     impl.sessions.erase(slot);
     impl.session_count = impl.sessions.size();
     slot = 0;
@@ -1778,7 +1831,13 @@ int LiveServer::callback(lws *wsi, lws_callback_reasons reason, std::uint64_t &s
 
 void LiveServer::close_sessions(const CloseSpec &close) {
   for (auto &[id, s] : impl_->sessions) {
-    impl_->close(*s, close.code, close.reason);
+    if (close.code == 1006 && !s->closing()) {
+      s->outbox.clear();
+      s->playback.clear();
+      s->abrupt = true;
+    } else {
+      impl_->close(*s, close.code, close.reason);
+    }
     impl_->touch(*s);
   }
 }
@@ -1795,6 +1854,11 @@ void LiveServer::reschedule_go_away() {
 
 std::size_t LiveServer::session_count() const {
   return impl_->session_count.load();
+}
+
+std::vector<AudioCount> LiveServer::audio_counts() const {
+  std::lock_guard lock(impl_->audio_mutex);
+  return {impl_->audio_counts.begin(), impl_->audio_counts.end()};
 }
 
 } // namespace gemstream::backend

@@ -1,15 +1,16 @@
 // The local backend's Live API: BidiGenerateContent sessions over WebSocket, served by the
 // backend's libwebsockets context on the same port as REST. A stand-in model listens with an
 // energy VAD and pocketsphinx, answers with flite speech paced in real time, calls the functions
-// of config/agent_capabilities.json, grounds answers from a small built-in corpus, honours session
-// resumption and goAway, and injects faults on demand.
+// of config/agent_capabilities.json, grounds answers in the backend's search corpus
+// (search_corpus.h), honours session resumption and goAway, and injects faults on demand.
 //
 // Threading contract:
 // - LiveServer::callback and every task handed to the Post function run on the backend's service
 //   thread; all session state lives there and needs no lock.
 // - Recognition and synthesis run on process-wide speech worker threads; their results come back
 //   through Post and are dropped if the session has gone or moved on (epoch check).
-// - LiveFaults is the only state shared with other threads; it has its own mutex.
+// - LiveFaults and the audio counts are the only state shared with other threads; each has its
+//   own mutex.
 #pragma once
 
 #include <libwebsockets.h>
@@ -24,6 +25,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace gemstream::backend {
 
@@ -67,6 +69,13 @@ private:
   std::chrono::milliseconds go_away_time_left_;
 };
 
+// Input audio of one Live connection (see LiveServer::audio_counts()).
+struct AudioCount {
+  std::uint64_t received_bytes = 0; // realtimeInput audio, decoded, before any resampling
+  std::uint64_t resumed_bytes = 0;  // carried in by the resumption handle of its setup
+  bool open = true;
+};
+
 struct LiveServerOptions {
   std::string required_api_key; // empty: any key or none
   // Capabilities the stand-in model may call; a missing file means none.
@@ -96,12 +105,16 @@ public:
   int callback(lws *wsi, lws_callback_reasons reason, std::uint64_t &slot, void *in,
                std::size_t len);
 
-  // Service thread.
+  // Service thread. Code 1006, which no close frame may carry, drops the connections without
+  // one, as a network failure does.
   void close_sessions(const CloseSpec &close);
   void reschedule_go_away(); // after LiveFaults::set_go_away, for connections still waiting
 
   // Any thread.
   std::size_t session_count() const;
+  // The latest connections (at most kAudioCountsKept), oldest first.
+  std::vector<AudioCount> audio_counts() const;
+  static constexpr std::size_t kAudioCountsKept = 256;
 
 private:
   struct Impl;

@@ -27,7 +27,8 @@
 //       Every member is optional; "reset" first clears all faults (latency 0, no failures, no
 //       drop, polls_until_done and the Live goAway timing back to the constructor's values).
 //       live.malformed is "invalid_json" or "wrong_types"; null clears drop_after_chunks,
-//       malformed and fail_next_setup; close_sessions acts at once on the open Live sessions.
+//       malformed and fail_next_setup; close_sessions acts at once on the open Live sessions
+//       (code 1006 drops them without a close frame).
 //       Answers the resulting state, with live.sessions counting open Live connections.
 //   GET  /_backend/faults   the current state, same shape.
 //   GET  /_backend/requests {"requests":[{"method","path","query","headers":{name:value},
@@ -2051,6 +2052,14 @@ void LocalBackend::set_live_go_away(std::chrono::milliseconds after,
 
 std::size_t LocalBackend::live_session_count() const {
   return impl_->live ? impl_->live->session_count() : 0;
+}
+
+std::vector<LiveAudioCount> LocalBackend::live_audio() const {
+  std::vector<LiveAudioCount> out;
+  if (impl_->live)
+    for (const backend::AudioCount &c : impl_->live->audio_counts())
+      out.push_back({c.received_bytes, c.resumed_bytes, c.open});
+  return out;
 }
 
 std::vector<RecordedRequest> LocalBackend::requests() const {

@@ -120,11 +120,15 @@ std::vector<std::string> words_of(std::string_view sentence) {
   return words;
 }
 
-// A bigram ARPA model over `sentences`: add-one unigrams, absolute discounting (D = 0.5) for
-// bigrams, backoff weights that make every history's distribution sum to one.
-std::string bigram_arpa(const std::vector<std::vector<std::string>> &sentences) {
+// A trigram ARPA model over `sentences`: add-one unigrams, absolute discounting (D = 0.5) for
+// bigrams and trigrams, and backoff weights that make every history's distribution sum to one.
+// Trigrams matter: with bigrams alone, "set my background to a" taught the model "background to"
+// so well that "make my chat background a peaceful beach sunset" came out with a "to" in it.
+std::string trigram_arpa(const std::vector<std::vector<std::string>> &sentences) {
+  using Followers = std::map<std::string, int>; // next word -> count
   std::map<std::string, int> unigrams;
-  std::map<std::string, std::map<std::string, int>> bigrams;
+  std::map<std::string, Followers> after_word;
+  std::map<std::pair<std::string, std::string>, Followers> after_pair;
   int tokens = 0;
   for (const auto &words : sentences) {
     std::vector<std::string> seq{"<s>"};
@@ -134,43 +138,74 @@ std::string bigram_arpa(const std::vector<std::vector<std::string>> &sentences) 
       ++unigrams[seq[i]];
       if (seq[i] != "<s>")
         ++tokens;
-      if (i > 0)
-        ++bigrams[seq[i - 1]][seq[i]];
+      if (i >= 1)
+        ++after_word[seq[i - 1]][seq[i]];
+      if (i >= 2)
+        ++after_pair[{seq[i - 2], seq[i - 1]}][seq[i]];
     }
   }
   constexpr double kDiscount = 0.5;
   const double vocabulary = double(unigrams.size() - 1); // <s> is never predicted
-  auto p_unigram = [&](const std::string &w) {
-    return (unigrams[w] + 1.0) / (tokens + vocabulary);
+  auto total = [](const Followers &f) {
+    int n = 0;
+    for (const auto &[w, c] : f)
+      n += c;
+    return n;
   };
-  std::size_t bigram_count = 0;
-  for (const auto &[history, next] : bigrams)
-    bigram_count += next.size();
+  auto p_unigram = [&](const std::string &w) {
+    return (unigrams.at(w) + 1.0) / (tokens + vocabulary);
+  };
+  // The mass a history leaves to unseen followers, spread by the lower order's probabilities.
+  auto backoff = [&](const Followers &seen, auto &&lower) {
+    double seen_lower = 0;
+    for (const auto &[w, c] : seen)
+      seen_lower += lower(w);
+    return (kDiscount * double(seen.size()) / total(seen)) / std::max(1e-9, 1.0 - seen_lower);
+  };
+  std::map<std::string, double> word_backoff;
+  for (const auto &[history, next] : after_word)
+    word_backoff[history] = backoff(next, p_unigram);
+  auto p_bigram = [&](const std::string &history, const std::string &w) {
+    const auto it = after_word.find(history);
+    if (it == after_word.end())
+      return p_unigram(w);
+    if (const auto seen = it->second.find(w); seen != it->second.end())
+      return (seen->second - kDiscount) / total(it->second);
+    return word_backoff.at(history) * p_unigram(w);
+  };
 
+  std::size_t bigram_count = 0, trigram_count = 0;
+  for (const auto &[history, next] : after_word)
+    bigram_count += next.size();
+  for (const auto &[history, next] : after_pair)
+    trigram_count += next.size();
   std::ostringstream out;
   out << "\\data\\\nngram 1=" << unigrams.size() << "\nngram 2=" << bigram_count
-      << "\n\n\\1-grams:\n";
+      << "\nngram 3=" << trigram_count << "\n\n\\1-grams:\n";
   for (const auto &[word, count] : unigrams) {
     out << (word == "<s>" ? -99.0 : std::log10(p_unigram(word))) << ' ' << word;
-    if (auto it = bigrams.find(word); it != bigrams.end()) {
-      int history_count = 0;
-      double seen_unigram_mass = 0;
-      for (const auto &[next, c] : it->second) {
-        history_count += c;
-        seen_unigram_mass += p_unigram(next);
-      }
-      const double left_over = kDiscount * double(it->second.size()) / history_count;
-      out << ' ' << std::log10(left_over / std::max(1e-9, 1.0 - seen_unigram_mass));
-    }
+    if (const auto it = word_backoff.find(word); it != word_backoff.end())
+      out << ' ' << std::log10(it->second);
     out << '\n';
   }
   out << "\n\\2-grams:\n";
-  for (const auto &[history, next] : bigrams) {
-    int history_count = 0;
+  for (const auto &[history, next] : after_word) {
+    const int n = total(next);
+    for (const auto &[w, c] : next) {
+      out << std::log10((c - kDiscount) / n) << ' ' << history << ' ' << w;
+      if (const auto it = after_pair.find({history, w}); it != after_pair.end())
+        out << ' ' << std::log10(backoff(it->second, [&](const std::string &x) {
+          return p_bigram(w, x);
+        }));
+      out << '\n';
+    }
+  }
+  out << "\n\\3-grams:\n";
+  for (const auto &[history, next] : after_pair) {
+    const int n = total(next);
     for (const auto &[w, c] : next)
-      history_count += c;
-    for (const auto &[w, c] : next)
-      out << std::log10((c - kDiscount) / history_count) << ' ' << history << ' ' << w << '\n';
+      out << std::log10((c - kDiscount) / n) << ' ' << history.first << ' ' << history.second << ' '
+          << w << '\n';
   }
   out << "\n\\end\\\n";
   return out.str();
@@ -235,11 +270,16 @@ void SpeechRecognizer::ensure_decoder() {
   std::call_once(quiet, [] { err_set_logfp(nullptr); });
 
   auto decoder = std::make_unique<Decoder>();
-  decoder->config = cmd_ln_init(nullptr, ps_args(), TRUE, "-hmm", hmm.c_str(), "-lm", lm.c_str(),
-                                "-dict", dict.c_str(), "-logfn", "/dev/null", "-samprate", "16000",
-                                // The flat-lexicon second pass costs about a fifth of the time and
-                                // changed nothing on the phrases we tried.
-                                "-fwdflat", "no", nullptr);
+  decoder->config =
+      cmd_ln_init(nullptr, ps_args(), TRUE, "-hmm", hmm.c_str(), "-lm", lm.c_str(), "-dict",
+                  dict.c_str(), "-logfn", "/dev/null", "-samprate", "16000",
+                  // The flat-lexicon second pass costs about a fifth of the time and did worse
+                  // on flite speech: 26% word errors against 18% over twenty phrases.
+                  "-fwdflat", "no",
+                  // No cap on active HMMs per frame: the default of 30000 (and even 100000) pruned
+                  // the right path away, and flite's "hello how are you" came out as "hello hello
+                  // argue". The beams alone keep the search bounded, at no measurable cost in time.
+                  "-maxhmmpf", "-1", nullptr);
   if (!decoder->config)
     throw std::runtime_error("pocketsphinx rejected its configuration");
   decoder->ps = ps_init(decoder->config);
@@ -278,7 +318,7 @@ void SpeechRecognizer::apply_hints() {
   if (fd < 0)
     throw std::runtime_error("cannot create a temporary file for the phrase-hint model");
   close(fd);
-  { std::ofstream(path) << bigram_arpa(sentences); }
+  { std::ofstream(path) << trigram_arpa(sentences); }
   // The model takes its own reference to the decoder's log tables (as ps_set_lm_file does).
   ngram_model_t *hinted = ngram_model_read(decoder_->config, path, NGRAM_ARPA, ps_get_logmath(ps));
   std::remove(path);

@@ -68,6 +68,9 @@ struct ImageSequenceFacts {
 };
 GEMSTREAM_BACKEND_API ImageSequenceFacts
 analyze_images(const std::vector<std::string_view> &images);
+// The stand-in model's account of a sequence of images, from analyze_images(): "I looked at 4
+// images (256x144); mostly orange and black. ..." (or why it could not read them).
+GEMSTREAM_BACKEND_API std::string describe_images(const std::vector<std::string_view> &images);
 
 // One inline or uploaded medium of a request.
 struct MediaInput {

@@ -254,6 +254,10 @@ Capability parse_capability(const Validator &v, const json &value, const std::st
            "a paid capability that requires consent needs a cost warning");
   c.done_template = r.string_or_empty("done_template");
   v.check_placeholder_set(r.pointer_of("done_template"), c.done_template, with_cost);
+  if (r.has("finished_template")) {
+    c.finished_template = r.string_or_empty("finished_template");
+    v.check_placeholder_set(r.pointer_of("finished_template"), c.finished_template, with_cost);
+  }
   r.finish();
   return c;
 }
@@ -780,15 +784,34 @@ void CapabilityRunner::Impl::video_job(std::string call_id, const Capability *c,
                   "cannot create " + options.videos_dir.string() + ": " + ec.message());
     const auto path = unique_path(options.videos_dir, file_slug(description, "background"), ".mp4");
     client.download_video(done.video_uris.front(), path.string(), cancel);
+    // The clip is paid for once it is done: recorded before any post-processing can fail.
     CostEntry cost = price_video(media, model_key, seconds);
     cost.user = user;
     cost.request_id = operation;
     cost.note = "background video \"" + description + "\" -> " + path.string() + "; " + cost.note;
     ledger->record(cost);
-    emit(CapabilityEvent::Type::Finished, call_id, *c,
-         fill_capability_template(c->done_template, json{{"description", description}}.dump(),
-                                  {{"cost", format_usd(cost.usd())}}),
-         job_id, path.string(), cost.usd());
+    std::vector<std::string> outputs;
+    if (options.finish_video) {
+      emit(CapabilityEvent::Type::Progress, call_id, *c, "making the loop outputs", job_id);
+      const auto made = options.finish_video(path, cancel, [&](const std::string &step) {
+        emit(CapabilityEvent::Type::Progress, call_id, *c, step, job_id);
+      });
+      for (const auto &p : made)
+        outputs.push_back(p.string());
+    }
+    CapabilityEvent finished;
+    finished.type = CapabilityEvent::Type::Finished;
+    finished.call_id = call_id;
+    finished.capability = c->name;
+    finished.job_id = job_id;
+    finished.message = fill_capability_template(
+        c->finished_template.empty() ? c->done_template : c->finished_template,
+        json{{"description", description}}.dump(), {{"cost", format_usd(cost.usd())}});
+    finished.artefact = path.string();
+    finished.outputs = std::move(outputs);
+    finished.usd = cost.usd();
+    if (on_event)
+      on_event(finished);
   } catch (const std::exception &e) {
     emit(CapabilityEvent::Type::Failed, call_id, *c,
          std::string("the background video failed: ") + e.what(), job_id);
@@ -950,8 +973,184 @@ bool CapabilityRunner::wait_idle(std::chrono::milliseconds timeout) {
   return impl_->idle_cv.wait_for(lock, timeout, [this] { return impl_->busy == 0; });
 }
 
+int CapabilityRunner::pending() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->busy;
+}
+
 const CapabilitySet &CapabilityRunner::capabilities() const noexcept {
   return impl_->caps;
+}
+
+// ---- LiveToolBridge ---------------------------------------------------------------------------
+
+struct LiveToolBridge::Impl {
+  mutable std::mutex mutex;
+  std::weak_ptr<LiveSession> session;
+  std::unique_ptr<CapabilityRunner> runner;
+  bool model_in_turn = false;
+  std::deque<std::string> reports; // waiting for the model's turn to end
+  int awaiting_answer = 0;
+
+  std::shared_ptr<LiveSession> current() const {
+    std::lock_guard lock(mutex);
+    return session.lock();
+  }
+
+  // Sends the queued reports when the model is idle. Called without `mutex` held.
+  void flush_reports() {
+    std::shared_ptr<LiveSession> s;
+    std::deque<std::string> due;
+    {
+      std::lock_guard lock(mutex);
+      if (model_in_turn || reports.empty())
+        return;
+      s = session.lock();
+      if (!s)
+        return;
+      due.swap(reports);
+      awaiting_answer += static_cast<int>(due.size());
+      model_in_turn = true; // it answers the report
+    }
+    for (const auto &text : due)
+      s->send_client_content({LiveTurn{"user", text}}, true);
+  }
+};
+
+LiveToolBridge::LiveToolBridge(CapabilitySet capabilities, MediaConfig media,
+                               std::shared_ptr<CostLedger> ledger,
+                               CapabilityRunnerOptions options,
+                               CapabilityRunner::EventCallback on_event)
+    : impl_(std::make_shared<Impl>()) {
+  // The runner's threads end before the runner's destructor returns, and the runner is
+  // destroyed before impl_ (it is its member): a plain pointer is safe here.
+  Impl *impl = impl_.get();
+  impl_->runner = std::make_unique<CapabilityRunner>(
+      std::move(capabilities), std::move(media), std::move(ledger), std::move(options),
+      [impl, on_event = std::move(on_event)](const CapabilityEvent &event) {
+        std::string report = job_report(event);
+        if (!report.empty()) {
+          // Queued before the runner's count drops, so pending() never reads 0 in between.
+          std::lock_guard lock(impl->mutex);
+          impl->reports.push_back(std::move(report));
+        }
+        if (on_event)
+          on_event(event);
+        impl->flush_reports();
+      });
+}
+
+LiveToolBridge::~LiveToolBridge() {
+  detach();
+  impl_->runner.reset();
+}
+
+void LiveToolBridge::declare(LiveConfig &config, const DeclarationOptions &options) const {
+  const CapabilitySet &caps = impl_->runner->capabilities();
+  for (auto &declaration : caps.live_function_declarations(options)) {
+    const bool taken =
+        std::any_of(config.functions.begin(), config.functions.end(),
+                    [&](const LiveFunctionDeclaration &f) { return f.name == declaration.name; });
+    if (taken)
+      throw Error(ErrorKind::InvalidArgument,
+                  "the function " + declaration.name + " is declared twice: by the tools and by " +
+                      caps.source().string());
+    config.functions.push_back(std::move(declaration));
+  }
+  if (caps.uses_google_search(options))
+    config.google_search = true;
+}
+
+void LiveToolBridge::attach(const std::shared_ptr<LiveSession> &session) {
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->session = session;
+  }
+  impl_->flush_reports();
+}
+
+void LiveToolBridge::detach() {
+  std::lock_guard lock(impl_->mutex);
+  impl_->session.reset();
+}
+
+bool LiveToolBridge::handles(const std::string &function_name) const {
+  const Capability *c = impl_->runner->capabilities().find(function_name);
+  return c && c->availability != CapabilityAvailability::Never;
+}
+
+std::vector<LiveFunctionCall>
+LiveToolBridge::handle(const std::vector<LiveFunctionCall> &calls) {
+  std::vector<LiveFunctionCall> others;
+  for (const auto &call : calls) {
+    if (!handles(call.name)) {
+      others.push_back(call);
+      continue;
+    }
+    std::weak_ptr<Impl> weak = impl_;
+    impl_->runner->submit(call, [weak](LiveFunctionResponse response) {
+      auto impl = weak.lock();
+      if (!impl)
+        return;
+      if (auto session = impl->current())
+        session->send_tool_response({std::move(response)});
+    });
+  }
+  return others;
+}
+
+void LiveToolBridge::cancel(const std::vector<std::string> &ids) {
+  for (const auto &id : ids)
+    impl_->runner->cancel(id);
+}
+
+void LiveToolBridge::model_output() {
+  std::lock_guard lock(impl_->mutex);
+  impl_->model_in_turn = true;
+}
+
+void LiveToolBridge::model_turn_complete() {
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->model_in_turn = false;
+    if (impl_->awaiting_answer > 0)
+      --impl_->awaiting_answer; // reports are sent only between turns: this turn answered one
+  }
+  impl_->flush_reports();
+}
+
+int LiveToolBridge::pending() const {
+  const int running = impl_->runner->pending();
+  std::lock_guard lock(impl_->mutex);
+  return running + static_cast<int>(impl_->reports.size());
+}
+
+int LiveToolBridge::awaiting_answer() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->awaiting_answer;
+}
+
+CapabilityRunner &LiveToolBridge::runner() noexcept {
+  return *impl_->runner;
+}
+
+std::string LiveToolBridge::job_report(const CapabilityEvent &event) {
+  if (event.job_id.empty())
+    return {};
+  if (event.type == CapabilityEvent::Type::Finished) {
+    std::string files;
+    if (!event.artefact.empty())
+      files = event.artefact;
+    for (const auto &output : event.outputs)
+      files += (files.empty() ? "" : ", ") + output;
+    return "[job " + event.job_id + " finished] " + event.message +
+           (files.empty() ? "" : " Files: " + files + ".") +
+           " Tell the user it is ready, in one short sentence.";
+  }
+  if (event.type == CapabilityEvent::Type::Failed)
+    return "[job " + event.job_id + " failed] " + event.message +
+           " Tell the user, in one short sentence, that it did not work and why.";
+  return {};
 }
 
 } // namespace gemstream

@@ -170,7 +170,9 @@ std::optional<Transcription> transcription(const json &obj, const char *key,
   return Transcription{string(*t, "text", tp), boolean(*t, "finished", tp)};
 }
 
-ServerContent decode_server_content(const json &sc) {
+// A malformed part costs only itself (its error goes to `part_errors`): the turn's other parts
+// and its turnComplete still count.
+ServerContent decode_server_content(const json &sc, std::vector<std::string> &part_errors) {
   const std::string path = "serverContent";
   expect_object(sc, path);
   ServerContent out;
@@ -179,8 +181,12 @@ ServerContent decode_server_content(const json &sc) {
     if (const json *parts = array(*turn, "parts", tp)) {
       const std::string pp = join(tp, "parts");
       for (std::size_t i = 0; i < parts->size(); ++i) {
-        if (auto part = decode_part((*parts)[i], index(pp, i)))
-          out.parts.push_back(std::move(*part));
+        try {
+          if (auto part = decode_part((*parts)[i], index(pp, i)))
+            out.parts.push_back(std::move(*part));
+        } catch (const FieldError &e) {
+          part_errors.push_back(e.text);
+        }
       }
     }
   }
@@ -506,7 +512,8 @@ ServerMessage decode_server_message(std::string_view payload) {
     expect_object(v, "setupComplete");
     return string(v, "sessionId", "setupComplete");
   });
-  decode_field(doc, "serverContent", msg.server_content, msg.errors, decode_server_content);
+  decode_field(doc, "serverContent", msg.server_content, msg.errors,
+               [&msg](const json &v) { return decode_server_content(v, msg.errors); });
   decode_field(doc, "toolCall", msg.tool_call, msg.errors, decode_tool_call);
   decode_field(doc, "toolCallCancellation", msg.tool_call_cancellation, msg.errors,
                decode_cancellation);

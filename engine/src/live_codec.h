@@ -3,8 +3,9 @@
 // tests/fixtures/live-recordings exactly.
 //
 // Decoding is tolerant the way a long-lived session needs: unknown members and part kinds are
-// ignored, and each top-level field of a server message is decoded on its own, so one malformed
-// field (reported in ServerMessage::errors) does not cost the others.
+// ignored, and each top-level field of a server message (and each modelTurn part) is decoded on
+// its own, so one malformed field or part (reported in ServerMessage::errors) does not cost the
+// others.
 #pragma once
 
 #include "gemstream/error.h"
@@ -87,8 +88,9 @@ struct ServerMessage {
   std::optional<std::chrono::milliseconds> go_away; // timeLeft
   std::optional<LiveResumptionUpdate> resumption_update;
   std::optional<LiveUsage> usage;
-  // One entry per top-level field that was present but malformed ("serverContent.modelTurn:
-  // expected an object, got number"); that field is left out, the others are decoded.
+  // One entry per top-level field or modelTurn part that was present but malformed
+  // ("serverContent.modelTurn: expected an object, got number"); that field or part is left
+  // out, the others are decoded.
   std::vector<std::string> errors;
 };
 

@@ -40,8 +40,9 @@ namespace {
 
 constexpr const char *kProtocolName = "gemstream-live";
 constexpr std::size_t kFragmentBytes = 32 * 1024;
-constexpr std::size_t kMaxMessageBytes = 64u << 20;
 constexpr std::size_t kMaxJournalEntries = 8192;
+// Below this, even setupComplete and short server messages could be refused.
+constexpr std::size_t kMinMessageLimit = 4096;
 // How long close() lets the close handshake run before the socket is simply dropped.
 constexpr std::chrono::milliseconds kCloseGrace{120};
 // Reconnect this long before goAway's timeLeft runs out (at most half of timeLeft).
@@ -265,6 +266,7 @@ struct LiveSession::Impl {
       return static_cast<std::size_t>(rate) *
              static_cast<std::size_t>(std::max<std::int64_t>(d.count(), 0)) / 1000;
     };
+    close_drain = config.close_drain_timeout;
     chunk_samples = std::max<std::size_t>(1, samples(config.audio_chunk));
     max_buffered_samples = samples(config.max_buffered_audio);
     max_replay_samples = samples(config.max_replay_audio);
@@ -290,6 +292,7 @@ struct LiveSession::Impl {
   lws_context *context = nullptr; // set while the network thread may service it
   bool started = false;
   bool close_requested = false;
+  std::chrono::milliseconds close_drain; // the drain bound of the first close()
   bool wake_pending = false;
   std::deque<Outgoing> outbox;
   std::size_t outbox_samples = 0;
@@ -314,7 +317,10 @@ struct LiveSession::Impl {
   Phase phase = Phase::None;
   bool exit = false;
   bool destroying = false;
-  bool closing = false;
+  bool draining = false; // close() was called; the queued input is being written
+  std::chrono::steady_clock::time_point drain_deadline;
+  bool closing = false;               // close() was called and the input is written or given up
+  bool close_frame_requested = false; // lws is sending our close frame
   bool failed = false;
   bool ever_ready = false;
   bool planned_reconnect = false;
@@ -339,7 +345,7 @@ struct LiveSession::Impl {
   std::uint64_t reported_drops = 0;
   std::chrono::steady_clock::time_point last_drop_warning{};
   std::minstd_rand rng;
-  Timer reconnect_timer, setup_timer, go_away_timer, close_timer;
+  Timer reconnect_timer, setup_timer, go_away_timer, close_timer, drain_timer;
 
   // ---- setup, any thread ----
   void validate_and_prepare();
@@ -363,6 +369,8 @@ struct LiveSession::Impl {
   void connection_lost(const Error &error, bool fatal);
   void fail(const Error &error);
   void begin_close();
+  void finish_close();
+  bool has_unsent_input();
   void begin_planned_reconnect();
   void on_wake();
   int on_writeable();
@@ -382,7 +390,7 @@ struct LiveSession::Impl {
   void schedule(Timer &timer, sul_cb_t cb, std::chrono::microseconds delay);
 
   template <typename F, typename... Args> void emit(const F &fn, Args &&...args) {
-    if (!fn || suppress_callbacks.load(std::memory_order_acquire))
+    if (!fn || draining || suppress_callbacks.load(std::memory_order_acquire))
       return;
     try {
       fn(std::forward<Args>(args)...);
@@ -420,6 +428,12 @@ void LiveSession::Impl::validate_and_prepare() {
                                    "initial one");
   if (c.connect_timeout < std::chrono::milliseconds(100))
     throw Error(ErrorKind::Config, "Live connect timeout must be at least 100 ms");
+  if (c.close_drain_timeout.count() < 0)
+    throw Error(ErrorKind::Config, "Live close drain timeout must not be negative");
+  if (c.max_message_bytes < kMinMessageLimit)
+    throw Error(ErrorKind::Config, "Live max_message_bytes of " +
+                                       std::to_string(c.max_message_bytes) + " is below " +
+                                       std::to_string(kMinMessageLimit));
   for (char ch : endpoint.api_key) {
     if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f)
       throw Error(ErrorKind::Config, "the API key contains whitespace or control characters");
@@ -460,7 +474,7 @@ void LiveSession::Impl::start() {
   lws_context *ctx = lws_create_context(&info);
   if (ctx == nullptr)
     throw Error(ErrorKind::Network, "cannot create the libwebsockets context for the Live session");
-  for (Timer *t : {&reconnect_timer, &setup_timer, &go_away_timer, &close_timer})
+  for (Timer *t : {&reconnect_timer, &setup_timer, &go_away_timer, &close_timer, &drain_timer})
     t->self = this;
   std::lock_guard lock(mutex);
   context = ctx;
@@ -662,8 +676,9 @@ void LiveSession::Impl::run() {
     if (lws_service(context, 0) < 0)
       break;
   }
-  for (Timer *t : {&reconnect_timer, &setup_timer, &go_away_timer, &close_timer})
+  for (Timer *t : {&reconnect_timer, &setup_timer, &go_away_timer, &close_timer, &drain_timer})
     lws_sul_cancel(&t->sul);
+  draining = false;
   if (!failed)
     set_state(LiveState::Closed);
 
@@ -774,6 +789,11 @@ void LiveSession::Impl::abandon_connection() {
 void LiveSession::Impl::connection_lost(const Error &error, bool fatal) {
   if (closing || failed)
     return;
+  if (draining) {
+    // No reconnection for the sake of a drain: what was not written is given up.
+    finish_close();
+    return;
+  }
   abandon_connection();
   if (fatal) {
     fail(error);
@@ -827,17 +847,65 @@ void LiveSession::Impl::fail(const Error &error) {
   exit = true;
 }
 
+bool LiveSession::Impl::has_unsent_input() {
+  if (!resend.empty() || (current && current->kind != Outgoing::Kind::Setup))
+    return true;
+  std::lock_guard lock(mutex);
+  return !outbox.empty() || !partial.empty();
+}
+
+// close() was called: write the input still queued if a connection is up or being made, within
+// the drain bound, then close.
 void LiveSession::Impl::begin_close() {
+  if (closing || failed || draining)
+    return;
+  std::chrono::milliseconds drain;
+  {
+    std::lock_guard lock(mutex);
+    drain = close_drain;
+  }
+  const bool connection =
+      phase == Phase::Connecting || phase == Phase::SettingUp || phase == Phase::Ready;
+  if (drain.count() <= 0 || !connection || !has_unsent_input()) {
+    finish_close();
+    return;
+  }
+  {
+    std::lock_guard lock(mutex);
+    flush_partial_locked(); // the tail of the audio goes out as a short chunk
+  }
+  draining = true;
+  drain_deadline = std::chrono::steady_clock::now() + drain;
+  // The service still takes input until goAway's timeLeft runs out: no planned reconnect now.
+  planned_reconnect = false;
+  go_away_pending = false;
+  lws_sul_cancel(&go_away_timer.sul);
+  schedule(
+      drain_timer, [](lws_sorted_usec_list_t *sul) { owner(sul)->finish_close(); }, drain);
+  if (phase == Phase::Ready && wsi != nullptr)
+    lws_callback_on_writable(wsi);
+}
+
+void LiveSession::Impl::finish_close() {
   if (closing || failed)
     return;
+  // After a drain, the service's answer to our close frame is the proof that it read all the
+  // input before it: wait for it until the drain's deadline. Giving up earlier would close a
+  // socket with unread data, whose reset makes the service's kernel discard input it had not
+  // read yet.
+  std::chrono::microseconds grace = kCloseGrace;
+  if (draining)
+    grace = std::max(grace, std::chrono::duration_cast<std::chrono::microseconds>(
+                                drain_deadline - std::chrono::steady_clock::now()));
   closing = true;
-  for (Timer *t : {&reconnect_timer, &setup_timer, &go_away_timer})
+  draining = false;
+  for (Timer *t : {&reconnect_timer, &setup_timer, &go_away_timer, &drain_timer})
     lws_sul_cancel(&t->sul);
   if (wsi != nullptr && (phase == Phase::SettingUp || phase == Phase::Ready)) {
     phase = Phase::Closing;
     lws_callback_on_writable(wsi);
     schedule(
-        close_timer, [](lws_sorted_usec_list_t *sul) { owner(sul)->exit = true; }, kCloseGrace);
+        close_timer, [](lws_sorted_usec_list_t *sul) { owner(sul)->exit = true; }, grace);
     return;
   }
   if (wsi != nullptr)
@@ -848,7 +916,8 @@ void LiveSession::Impl::begin_close() {
 }
 
 void LiveSession::Impl::begin_planned_reconnect() {
-  if (wsi == nullptr || (phase != Phase::SettingUp && phase != Phase::Ready) || planned_reconnect)
+  if (wsi == nullptr || (phase != Phase::SettingUp && phase != Phase::Ready) || planned_reconnect ||
+      draining)
     return;
   planned_reconnect = true;
   lws_sul_cancel(&go_away_timer.sul);
@@ -891,6 +960,13 @@ void LiveSession::Impl::report_drops() {
 
 int LiveSession::Impl::on_writeable() {
   if (phase == Phase::Closing) {
+    // lws sends the close frame after we return -1 once, then waits for the service's answer
+    // (or the close timer). Returning -1 again would drop the socket at once, possibly with the
+    // service's last messages unread, and the reset that follows discards input the service
+    // had not read yet.
+    if (close_frame_requested)
+      return 0;
+    close_frame_requested = true;
     lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, nullptr, 0);
     return -1;
   }
@@ -904,8 +980,11 @@ int LiveSession::Impl::on_writeable() {
         std::chrono::microseconds(0));
     return -1;
   }
-  if (!current && (phase != Phase::Ready || !next_message()))
+  if (!current && (phase != Phase::Ready || !next_message())) {
+    if (draining && phase == Phase::Ready)
+      finish_close(); // everything queued is written
     return 0;
+  }
 
   Outgoing &msg = *current;
   const std::size_t remaining = msg.payload.size() - current_offset;
@@ -933,6 +1012,8 @@ int LiveSession::Impl::on_writeable() {
   }
   if (more)
     lws_callback_on_writable(wsi);
+  else if (draining && phase == Phase::Ready)
+    finish_close();
   return 0;
 }
 
@@ -1006,7 +1087,7 @@ void LiveSession::Impl::on_receive(lws *w, const char *data, std::size_t len) {
   // The service sends pretty-printed JSON in binary frames, possibly fragmented; clients and
   // proxies may use text frames. Both are one JSON document per message.
   if (!rx_overflow) {
-    if (rx.size() + len > kMaxMessageBytes) {
+    if (rx.size() + len > config.max_message_bytes) {
       rx_overflow = true;
       rx.clear();
       rx.shrink_to_fit();
@@ -1019,8 +1100,8 @@ void LiveSession::Impl::on_receive(lws *w, const char *data, std::size_t len) {
   messages_received.fetch_add(1, std::memory_order_relaxed);
   if (rx_overflow) {
     rx_overflow = false;
-    malformed_message("a message larger than " + std::to_string(kMaxMessageBytes >> 20) +
-                      " MiB was skipped");
+    malformed_message("a message larger than " + std::to_string(config.max_message_bytes) +
+                      " bytes (LiveConfig::max_message_bytes) was skipped");
     return;
   }
   const std::string payload = std::move(rx);
@@ -1136,7 +1217,7 @@ void LiveSession::Impl::on_resumption_update(const LiveResumptionUpdate &update)
 
 void LiveSession::Impl::on_go_away(std::chrono::milliseconds time_left) {
   emit(callbacks.on_go_away, time_left);
-  if (closing || failed || phase != Phase::Ready)
+  if (closing || failed || draining || phase != Phase::Ready)
     return;
   go_away_pending = true;
   if (!turn_active) {
@@ -1224,9 +1305,15 @@ void LiveSession::connect() {
 }
 
 void LiveSession::close() {
+  close(impl_->config.close_drain_timeout);
+}
+
+void LiveSession::close(std::chrono::milliseconds drain_timeout) {
   Impl &impl = *impl_;
   {
     std::lock_guard lock(impl.mutex);
+    if (!impl.close_requested)
+      impl.close_drain = std::max(std::chrono::milliseconds(0), drain_timeout);
     impl.close_requested = true;
     if (!impl.started) {
       impl.state.store(LiveState::Closed, std::memory_order_release);

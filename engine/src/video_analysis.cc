@@ -3,15 +3,8 @@
 #include "gemstream/error.h"
 #include "gemstream/files.h"
 
-extern "C" {
-#include <libavcodec/avcodec.h>
-#include <libavformat/avformat.h>
-#include <libavutil/imgutils.h>
-#include <libswscale/swscale.h>
-}
-
-#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -19,81 +12,6 @@ extern "C" {
 
 namespace gemstream {
 namespace {
-
-// ---- libav RAII ------------------------------------------------------------------------------
-
-struct FormatCloser {
-  void operator()(AVFormatContext *c) const noexcept { avformat_close_input(&c); }
-};
-struct CodecFreer {
-  void operator()(AVCodecContext *c) const noexcept { avcodec_free_context(&c); }
-};
-struct FrameFreer {
-  void operator()(AVFrame *f) const noexcept { av_frame_free(&f); }
-};
-struct PacketFreer {
-  void operator()(AVPacket *p) const noexcept { av_packet_free(&p); }
-};
-struct SwsFreer {
-  void operator()(SwsContext *s) const noexcept { sws_freeContext(s); }
-};
-using FormatPtr = std::unique_ptr<AVFormatContext, FormatCloser>;
-using CodecPtr = std::unique_ptr<AVCodecContext, CodecFreer>;
-using FramePtr = std::unique_ptr<AVFrame, FrameFreer>;
-using PacketPtr = std::unique_ptr<AVPacket, PacketFreer>;
-using SwsPtr = std::unique_ptr<SwsContext, SwsFreer>;
-
-std::string av_error(int err) {
-  char buf[AV_ERROR_MAX_STRING_SIZE] = {};
-  av_strerror(err, buf, sizeof buf);
-  return buf;
-}
-
-Error frame_error(const std::filesystem::path &path, const std::string &what) {
-  return Error(ErrorKind::InvalidArgument, path.string() + ": " + what);
-}
-
-// swscale warns about (and misreads the range of) the deprecated full-range "J" formats that
-// JPEG and MJPEG decoders output: scale from their plain equivalents with the range set.
-AVPixelFormat plain_format(AVPixelFormat format, bool *full_range) {
-  switch (format) {
-  case AV_PIX_FMT_YUVJ420P: *full_range = true; return AV_PIX_FMT_YUV420P;
-  case AV_PIX_FMT_YUVJ422P: *full_range = true; return AV_PIX_FMT_YUV422P;
-  case AV_PIX_FMT_YUVJ444P: *full_range = true; return AV_PIX_FMT_YUV444P;
-  case AV_PIX_FMT_YUVJ440P: *full_range = true; return AV_PIX_FMT_YUV440P;
-  case AV_PIX_FMT_YUVJ411P: *full_range = true; return AV_PIX_FMT_YUV411P;
-  default: return format;
-  }
-}
-
-// Encodes one yuv420p full-range frame as JPEG.
-std::string encode_jpeg(const AVFrame *frame) {
-  const AVCodec *codec = avcodec_find_encoder(AV_CODEC_ID_MJPEG);
-  if (!codec)
-    throw Error(ErrorKind::Internal, "this FFmpeg build has no MJPEG encoder");
-  CodecPtr enc(avcodec_alloc_context3(codec));
-  enc->width = frame->width;
-  enc->height = frame->height;
-  enc->pix_fmt = AV_PIX_FMT_YUV420P;
-  enc->color_range = AVCOL_RANGE_JPEG;
-  enc->time_base = {1, 25};
-  enc->flags |= AV_CODEC_FLAG_QSCALE;
-  enc->global_quality = FF_QP2LAMBDA * 3;
-  if (int err = avcodec_open2(enc.get(), codec, nullptr); err < 0)
-    throw Error(ErrorKind::Internal, "cannot open the MJPEG encoder: " + av_error(err));
-  if (int err = avcodec_send_frame(enc.get(), frame); err < 0)
-    throw Error(ErrorKind::Internal, "JPEG encoding failed: " + av_error(err));
-  avcodec_send_frame(enc.get(), nullptr);
-  PacketPtr pkt(av_packet_alloc());
-  std::string out;
-  while (avcodec_receive_packet(enc.get(), pkt.get()) == 0) {
-    out.append(reinterpret_cast<const char *>(pkt->data), static_cast<std::size_t>(pkt->size));
-    av_packet_unref(pkt.get());
-  }
-  if (out.empty())
-    throw Error(ErrorKind::Internal, "the MJPEG encoder produced no data");
-  return out;
-}
 
 std::string read_bytes(const std::filesystem::path &path) {
   std::ifstream in(path, std::ios::binary);
@@ -106,123 +24,35 @@ std::uint64_t base64_size(std::uint64_t bytes) {
   return (bytes + 2) / 3 * 4;
 }
 
-} // namespace
+constexpr std::int64_t kTokensPerFrame = 258;
+constexpr std::int64_t kAudioTokensPerSecond = 32;
+constexpr std::int64_t kAnswerTokens = 1000;
+// JSON and headers around the media of a request.
+constexpr std::uint64_t kRequestOverheadBytes = 4096;
 
-std::vector<SampledFrame> sample_video_frames(const std::filesystem::path &path, int count,
-                                              int max_dimension) {
-  if (count < 1 || count > 3600)
-    throw Error(ErrorKind::InvalidArgument,
-                "the number of frames must be from 1 to 3600, got " + std::to_string(count));
-  if (max_dimension < 16)
-    throw Error(ErrorKind::InvalidArgument, "frames must be at least 16 pixels");
-
-  AVFormatContext *raw = nullptr;
-  if (int err = avformat_open_input(&raw, path.c_str(), nullptr, nullptr); err < 0)
-    throw frame_error(path, "cannot open: " + av_error(err));
-  FormatPtr fmt(raw);
-  if (int err = avformat_find_stream_info(fmt.get(), nullptr); err < 0)
-    throw frame_error(path, "cannot read the streams: " + av_error(err));
-  const AVCodec *codec = nullptr;
-  const int index = av_find_best_stream(fmt.get(), AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
-  if (index < 0 || !codec)
-    throw frame_error(path, "no decodable video stream");
-  AVStream *stream = fmt->streams[index];
-  CodecPtr dec(avcodec_alloc_context3(codec));
-  avcodec_parameters_to_context(dec.get(), stream->codecpar);
-  dec->thread_count = 1;
-  if (int err = avcodec_open2(dec.get(), codec, nullptr); err < 0)
-    throw frame_error(path, "cannot open the video decoder: " + av_error(err));
-
-  double duration = stream->duration != AV_NOPTS_VALUE
-                        ? static_cast<double>(stream->duration) * av_q2d(stream->time_base)
-                    : fmt->duration != AV_NOPTS_VALUE
-                        ? static_cast<double>(fmt->duration) / AV_TIME_BASE
-                        : 0.0;
-  const std::int64_t start = stream->start_time != AV_NOPTS_VALUE ? stream->start_time : 0;
-
-  PacketPtr pkt(av_packet_alloc());
-  FramePtr frame(av_frame_alloc());
-  FramePtr last(av_frame_alloc());
-  SwsPtr sws;
-  std::vector<SampledFrame> out;
-  for (int i = 0; i < count; ++i) {
-    const double t = duration * (i + 0.5) / count;
-    const std::int64_t target =
-        start + static_cast<std::int64_t>(std::llround(t / av_q2d(stream->time_base)));
-    if (av_seek_frame(fmt.get(), index, target, AVSEEK_FLAG_BACKWARD) < 0)
-      av_seek_frame(fmt.get(), index, start, AVSEEK_FLAG_BACKWARD);
-    avcodec_flush_buffers(dec.get());
-    av_frame_unref(last.get());
-    bool have = false, found = false, eof = false;
-    while (!found) {
-      int err = eof ? AVERROR_EOF : av_read_frame(fmt.get(), pkt.get());
-      if (err == AVERROR_EOF && !eof) {
-        eof = true;
-        avcodec_send_packet(dec.get(), nullptr);
-      } else if (err < 0 && err != AVERROR_EOF) {
-        throw frame_error(path, "cannot read the video: " + av_error(err));
-      } else if (!eof) {
-        if (pkt->stream_index == index)
-          avcodec_send_packet(dec.get(), pkt.get());
-        av_packet_unref(pkt.get());
-      }
-      for (;;) {
-        err = avcodec_receive_frame(dec.get(), frame.get());
-        if (err == AVERROR(EAGAIN) || err == AVERROR_EOF)
-          break;
-        if (err < 0)
-          throw frame_error(path, "cannot decode the video: " + av_error(err));
-        av_frame_unref(last.get());
-        av_frame_move_ref(last.get(), frame.get());
-        have = true;
-        if (last->best_effort_timestamp == AV_NOPTS_VALUE ||
-            last->best_effort_timestamp >= target) {
-          found = true;
-          break;
-        }
-      }
-      if (eof && !found)
-        break; // the last frame decoded stands in for a target past the end
-    }
-    if (!have)
-      throw frame_error(path, "no frame could be decoded near " + std::to_string(t) + " s");
-
-    const int w = last->width, h = last->height;
-    const double scale = std::min(1.0, static_cast<double>(max_dimension) / std::max(w, h));
-    const int ow = std::max(2, static_cast<int>(std::lround(w * scale)) & ~1);
-    const int oh = std::max(2, static_cast<int>(std::lround(h * scale)) & ~1);
-    bool full_range = last->color_range == AVCOL_RANGE_JPEG;
-    const AVPixelFormat format =
-        plain_format(static_cast<AVPixelFormat>(last->format), &full_range);
-    sws.reset(sws_getCachedContext(sws.release(), w, h, format, ow, oh, AV_PIX_FMT_YUV420P,
-                                   SWS_BICUBIC, nullptr, nullptr, nullptr));
-    if (!sws)
-      throw Error(ErrorKind::Internal,
-                  "cannot scale " + std::to_string(w) + "x" + std::to_string(h));
-    // Full-range output: JPEG's YUV.
-    const int *coeffs = sws_getCoefficients(SWS_CS_DEFAULT);
-    sws_setColorspaceDetails(sws.get(), coeffs, full_range, coeffs, 1, 0, 1 << 16, 1 << 16);
-    FramePtr scaled(av_frame_alloc());
-    scaled->format = AV_PIX_FMT_YUV420P;
-    scaled->width = ow;
-    scaled->height = oh;
-    scaled->color_range = AVCOL_RANGE_JPEG;
-    if (av_frame_get_buffer(scaled.get(), 0) < 0)
-      throw Error(ErrorKind::Internal, "out of memory scaling a frame");
-    sws_scale(sws.get(), last->data, last->linesize, 0, h, scaled->data, scaled->linesize);
-
-    SampledFrame f;
-    f.time_s =
-        last->best_effort_timestamp == AV_NOPTS_VALUE
-            ? t
-            : static_cast<double>(last->best_effort_timestamp - start) * av_q2d(stream->time_base);
-    f.width = ow;
-    f.height = oh;
-    f.jpeg = encode_jpeg(scaled.get());
-    out.push_back(std::move(f));
-  }
-  return out;
+bool blank(const std::string &text) {
+  return text.find_first_not_of(" \t\r\n") == std::string::npos;
 }
+
+// Copies the answer into `result`, prices it and records it in the ledger (when there is one).
+void settle(AnalysisResult &result, GenerateResult answer, const MediaConfig &media,
+            const std::string &model_id, const std::string &user, const std::string &what,
+            CostLedger *ledger) {
+  result.text = std::move(answer.text);
+  result.usage = std::move(answer.usage);
+  result.response_id = answer.response_id;
+  result.model_version = answer.model_version;
+  result.cost =
+      price_analysis(media, model_id, result.usage ? token_usage(*result.usage) : TokenUsage{});
+  result.cost.user = user;
+  result.cost.request_id = answer.response_id;
+  result.cost.note = "video analysis (" + std::string(to_string(result.method)) + ") of " + what +
+                     "; " + result.cost.note;
+  if (ledger)
+    result.cost.id = ledger->record(result.cost);
+}
+
+} // namespace
 
 const char *to_string(AnalysisMethod method) noexcept {
   switch (method) {
@@ -242,23 +72,89 @@ VideoAnalyzer::~VideoAnalyzer() = default;
 
 double VideoAnalyzer::estimate_usd(const MediaInfo &info, const std::string &question,
                                    const AnalysisOptions &options) const {
-  constexpr std::int64_t kTokensPerFrame = 258;
-  constexpr std::int64_t kAudioTokensPerSecond = 32;
-  constexpr std::int64_t kAnswerTokens = 1000;
   TokenUsage tokens;
-  if (options.frames > 0) {
-    tokens.input_tokens = options.frames * kTokensPerFrame;
-  } else {
-    const double fps = options.fps.value_or(1.0);
-    tokens.input_tokens =
-        static_cast<std::int64_t>(std::ceil(info.duration_s * fps)) * kTokensPerFrame;
-    if (info.audio())
-      tokens.input_tokens +=
-          static_cast<std::int64_t>(std::ceil(info.duration_s)) * kAudioTokensPerSecond;
-  }
+  const double fps = options.fps.value_or(1.0);
+  tokens.input_tokens =
+      static_cast<std::int64_t>(std::ceil(info.duration_s * fps)) * kTokensPerFrame;
+  if (info.audio())
+    tokens.input_tokens +=
+        static_cast<std::int64_t>(std::ceil(info.duration_s)) * kAudioTokensPerSecond;
   tokens.input_tokens += static_cast<std::int64_t>(question.size() / 4 + 1);
   tokens.output_tokens = kAnswerTokens;
   return price_analysis(media_, options.model_id, tokens).usd();
+}
+
+double VideoAnalyzer::estimate_frames_usd(std::size_t frames, const std::string &question,
+                                          const AnalysisOptions &options) const {
+  constexpr std::int64_t kLabelTokens = 8; // "Frame at 12.34 s:"
+  TokenUsage tokens;
+  const auto n = static_cast<std::int64_t>(frames);
+  tokens.input_tokens = n * (kTokensPerFrame + kLabelTokens) + kLabelTokens * 4 +
+                        static_cast<std::int64_t>(question.size() / 4 + 1);
+  tokens.output_tokens = kAnswerTokens;
+  return price_analysis(media_, options.model_id, tokens).usd();
+}
+
+AnalysisResult VideoAnalyzer::analyze_frames(std::vector<SampledFrame> frames,
+                                             const std::string &question,
+                                             const AnalysisOptions &options,
+                                             const CancelToken &cancel, const std::string &source) {
+  if (blank(question))
+    throw Error(ErrorKind::InvalidArgument, "no question to ask about " + source);
+  if (frames.empty())
+    throw Error(ErrorKind::InvalidArgument, "no frames of " + source + " to analyse");
+  std::uint64_t request_bytes = question.size() + kRequestOverheadBytes;
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    if (frames[i].jpeg.empty())
+      throw Error(ErrorKind::InvalidArgument,
+                  "frame " + std::to_string(i + 1) + " of " + source + " has no image data");
+    request_bytes += base64_size(frames[i].jpeg.size()) + 64;
+  }
+  if (request_bytes > options.inline_limit_bytes) {
+    char text[320];
+    std::snprintf(text, sizeof text,
+                  "%zu frames of %s make a %.1f MB request, more than the %.1f MB inline limit: "
+                  "send fewer or smaller frames",
+                  frames.size(), source.c_str(), static_cast<double>(request_bytes) / 1e6,
+                  static_cast<double>(options.inline_limit_bytes) / 1e6);
+    throw Error(ErrorKind::InvalidArgument, text);
+  }
+
+  const std::string user = options.user.empty() ? current_user() : options.user;
+  if (ledger_)
+    ledger_->check_budget(user, estimate_frames_usd(frames.size(), question, options),
+                          "analysing these " + std::to_string(frames.size()) + " frames");
+
+  AnalysisResult result;
+  result.method = AnalysisMethod::Frames;
+  result.frames = frames.size();
+  result.media.mime_type = "image/jpeg";
+  result.media.duration_s = frames.back().time_s - frames.front().time_s;
+  MediaStreamInfo stream;
+  stream.type = MediaStreamInfo::Type::Video;
+  stream.codec = "mjpeg";
+  stream.width = frames.front().width;
+  stream.height = frames.front().height;
+  stream.duration_s = result.media.duration_s;
+  stream.packets = static_cast<std::int64_t>(frames.size());
+  result.media.streams.push_back(stream);
+
+  GenerateRequest req;
+  req.model_id = options.model_id;
+  req.parts.push_back(InputPart::from_text(std::to_string(frames.size()) +
+                                           (frames.size() == 1 ? " frame of " : " frames of ") +
+                                           source + ", in order, each after its time:"));
+  for (auto &f : frames) {
+    char label[64];
+    std::snprintf(label, sizeof label, "Frame at %.2f s:", f.time_s);
+    req.parts.push_back(InputPart::from_text(label));
+    req.parts.push_back(InputPart::from_bytes("image/jpeg", std::move(f.jpeg)));
+  }
+  req.parts.push_back(InputPart::from_text(question));
+
+  GenerateResult answer = GenAiClient(endpoint_, client_).generate_content(req, cancel);
+  settle(result, std::move(answer), media_, options.model_id, user, source, ledger_.get());
+  return result;
 }
 
 AnalysisResult
@@ -270,7 +166,7 @@ VideoAnalyzer::analyze(const std::filesystem::path &video, const std::string &qu
     if (on_progress)
       on_progress({phase, std::move(text), done, total});
   };
-  if (question.empty())
+  if (blank(question))
     throw Error(ErrorKind::InvalidArgument, "no question to ask about " + video.string());
 
   progress("probe", "checking " + video.string());
@@ -291,22 +187,8 @@ VideoAnalyzer::analyze(const std::filesystem::path &video, const std::string &qu
     metadata = VideoMetadata{std::nullopt, std::nullopt, options.fps};
   std::unique_ptr<FilesClient> files;
 
-  if (options.frames > 0) {
-    result.method = AnalysisMethod::Frames;
-    progress("frames", "sampling " + std::to_string(options.frames) + " frames");
-    const auto frames = sample_video_frames(video, options.frames);
-    char intro[256];
-    std::snprintf(intro, sizeof intro,
-                  "%zu frames sampled evenly from a %.1f s video, in order, each after its time:",
-                  frames.size(), info.duration_s);
-    req.parts.push_back(InputPart::from_text(intro));
-    for (const auto &f : frames) {
-      char label[64];
-      std::snprintf(label, sizeof label, "Frame at %.2f s:", f.time_s);
-      req.parts.push_back(InputPart::from_text(label));
-      req.parts.push_back(InputPart::from_bytes("image/jpeg", f.jpeg));
-    }
-  } else if (base64_size(info.size_bytes) + question.size() + 4096 <= options.inline_limit_bytes) {
+  if (base64_size(info.size_bytes) + question.size() + kRequestOverheadBytes <=
+      options.inline_limit_bytes) {
     result.method = AnalysisMethod::Inline;
     InputPart part = InputPart::from_bytes(info.mime_type, read_bytes(video));
     part.video_metadata = metadata;
@@ -356,18 +238,8 @@ VideoAnalyzer::analyze(const std::filesystem::path &video, const std::string &qu
     }
   }
 
-  result.text = answer.text;
-  result.usage = answer.usage;
-  result.response_id = answer.response_id;
-  result.model_version = answer.model_version;
-  result.cost = price_analysis(media_, options.model_id,
-                               answer.usage ? token_usage(*answer.usage) : TokenUsage{});
-  result.cost.user = user;
-  result.cost.request_id = answer.response_id;
-  result.cost.note = std::string("video analysis (") + to_string(result.method) + ") of " +
-                     video.filename().string() + "; " + result.cost.note;
-  if (ledger_)
-    result.cost.id = ledger_->record(result.cost);
+  settle(result, std::move(answer), media_, options.model_id, user, video.filename().string(),
+         ledger_.get());
   return result;
 }
 

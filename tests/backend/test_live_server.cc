@@ -4,7 +4,8 @@
 // real-time pacing, barge-in, tool calls, grounding, resumption, goAway and scripted faults.
 #include "gemstream/local_backend.h"
 
-#include "speech.h" // flite, to speak the test utterances
+#include "speech.h"        // flite, to speak the test utterances
+#include "understanding.h" // the REST side's grounded answers
 
 #include <curl/curl.h>
 #include <gtest/gtest.h>
@@ -501,6 +502,16 @@ bool turn_complete(const json &j) {
   return has(j, "/serverContent/turnComplete");
 }
 
+bool wait_until(const std::function<bool()> &pred, std::chrono::milliseconds timeout = 5s) {
+  const auto deadline = Clock::now() + timeout;
+  while (!pred()) {
+    if (Clock::now() >= deadline)
+      return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 json capability_declarations() {
@@ -974,6 +985,41 @@ TEST_F(LiveServerTest, GoogleSearchAnswersCarryGroundingWithByteOffsets) {
   }
 }
 
+TEST_F(LiveServerTest, SearchAnswersComeFromTheSameCorpusAsGenerateContent) {
+  Live live(*backend);
+  ASSERT_TRUE(live.start(
+      setup_message(kTextModel, {{"generationConfig", {{"responseModalities", {"TEXT"}}}},
+                                 {"tools", {{{"googleSearch", json::object()}}}}})));
+  live.ws.send_json({{"realtimeInput", {{"text", "What's the latest on AI regulation?"}}}});
+  ASSERT_TRUE(live.wait_for(turn_complete, 5s));
+  const std::string text = live.model_text();
+  json grounding;
+  for (const auto &[j, at] : live.messages())
+    if (has(j, "/serverContent/groundingMetadata"))
+      grounding = j["serverContent"]["groundingMetadata"];
+  ASSERT_TRUE(grounding.is_object()) << text;
+  EXPECT_EQ(grounding["webSearchQueries"], json::array({"AI regulation"}));
+  EXPECT_NE(grounding["searchEntryPoint"]["renderedContent"].get<std::string>().find("<a"),
+            std::string::npos);
+  // The sources generateContent cites for the same question, in the same order.
+  const gemstream::backend::GroundedAnswer rest =
+      gemstream::backend::grounded_answer("What's the latest on AI regulation?");
+  EXPECT_EQ(grounding["groundingChunks"], rest.grounding_metadata["groundingChunks"]);
+  ASSERT_EQ(grounding["groundingChunks"].size(), 2u);
+  EXPECT_EQ(grounding["groundingChunks"][0]["web"]["domain"], "europa.eu");
+  // Spoken style: one sentence from each source, one support each, offsets in bytes.
+  ASSERT_EQ(grounding["groundingSupports"].size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    const json &support = grounding["groundingSupports"][i];
+    const auto start = support["segment"]["startIndex"].get<std::size_t>();
+    const auto end = support["segment"]["endIndex"].get<std::size_t>();
+    ASSERT_LE(end, text.size());
+    EXPECT_EQ(text.substr(start, end - start), support["segment"]["text"]);
+    EXPECT_EQ(support["groundingChunkIndices"], json::array({i}));
+  }
+  EXPECT_EQ(text.rfind("Here is the latest on AI regulation. ", 0), 0u) << text;
+}
+
 TEST_F(LiveServerTest, ManualActivityAndResampledInput) {
   Live live(*backend);
   ASSERT_TRUE(live.start(setup_message(
@@ -1106,6 +1152,54 @@ TEST_F(LiveServerTest, DropMidTurnEndsTheSocketWithoutACloseFrame) {
   std::size_t chunks = 0;
   live.audio_samples(&chunks);
   EXPECT_EQ(chunks, 2u);
+}
+
+TEST_F(LiveServerTest, CloseWithCode1006DropsWithoutACloseFrame) {
+  Live live(*backend);
+  ASSERT_TRUE(live.start(setup_message(kAudioModel)));
+  backend->close_live_sessions(1006, "");
+  auto end = live.wait_close(5s);
+  ASSERT_TRUE(end);
+  EXPECT_EQ(end->kind, WsMessage::Kind::Eof) << "a close frame arrived: code " << end->close_code;
+  ASSERT_EQ(backend->live_audio().size(), 1u);
+}
+
+TEST_F(LiveServerTest, InputAudioIsCountedPerConnectionAndCarriedByHandles) {
+  const json setup =
+      setup_message(kTextModel, {{"generationConfig", {{"responseModalities", {"TEXT"}}}},
+                                 {"sessionResumption", json::object()}});
+  const Pcm quiet(8000, 50); // under the VAD threshold: no turn
+  std::string handle;
+  {
+    Live first(*backend);
+    ASSERT_TRUE(first.start(setup));
+    first.send_audio(quiet, 100.0);
+    // 8 kHz input counts as sent, before it is resampled.
+    first.send_audio(Pcm(800, 50), 100.0, 8000, 40ms, "audio/pcm;rate=8000");
+    // A turn ends: the handle issued after it carries the audio received so far.
+    first.ws.send_json({{"realtimeInput", {{"text", "Hello"}}}});
+    ASSERT_TRUE(first.wait_for(turn_complete, 5s));
+    auto update =
+        first.wait_for([](const json &j) { return has(j, "/sessionResumptionUpdate"); }, 5s);
+    ASSERT_TRUE(update);
+    handle = update->parsed()["sessionResumptionUpdate"]["newHandle"];
+    const auto counts = backend->live_audio();
+    ASSERT_EQ(counts.size(), 1u);
+    EXPECT_EQ(counts[0].received_bytes, 17600u);
+    EXPECT_EQ(counts[0].resumed_bytes, 0u);
+    EXPECT_TRUE(counts[0].open);
+  }
+  Live second(*backend);
+  json resumed = setup;
+  resumed["setup"]["sessionResumption"]["handle"] = handle;
+  ASSERT_TRUE(second.start(resumed));
+  second.send_audio(Pcm(640, 50), 100.0);
+  ASSERT_TRUE(wait_until([&] {
+    const auto counts = backend->live_audio();
+    return counts.size() == 2 && counts[1].received_bytes == 1280 && !counts[0].open;
+  }));
+  const auto counts = backend->live_audio();
+  EXPECT_EQ(counts[1].resumed_bytes, 17600u);
 }
 
 TEST_F(LiveServerTest, MalformedMessageFaultSendsOneBadMessage) {

@@ -38,6 +38,22 @@ std::unique_ptr<Codec> open_decoder(AVStream *st) {
   return c;
 }
 
+struct Resources {
+  AVFrame *frame = nullptr;
+  AVPacket *pkt = nullptr;
+  SwrContext *swr = nullptr;
+  SwsContext *sws = nullptr;
+  Resources() = default;
+  Resources(const Resources &) = delete;
+  Resources &operator=(const Resources &) = delete;
+  ~Resources() {
+    av_packet_free(&pkt);
+    av_frame_free(&frame);
+    swr_free(&swr);
+    sws_freeContext(sws);
+  }
+};
+
 double mad(const std::vector<uint8_t> &a, const std::vector<uint8_t> &b) {
   uint64_t sum = 0;
   for (size_t i = 0; i < a.size(); ++i)
@@ -65,15 +81,24 @@ SeamReport measure_seam(const std::string &path) {
   r.has_audio = adec != nullptr;
   std::vector<uint8_t> first, prev, cur;
   std::vector<std::vector<float>> audio;  // per channel, planar float
-  AVFrame *frame = av_frame_alloc();
-  AVPacket *pkt = av_packet_alloc();
+  // Freed on every path, the decode loop's exceptions included.
+  Resources res;
+  AVFrame *frame = res.frame = av_frame_alloc();
+  AVPacket *pkt = res.pkt = av_packet_alloc();
 
+  // Luma as 8 bits whatever the decoded format (4:2:0, 4:4:4, 10-bit, RGB...).
+  SwsContext *&sws = res.sws;
   auto take_video = [&](AVFrame *f) {
     r.width = f->width;
     r.height = f->height;
     cur.resize(size_t(f->width) * f->height);
-    for (int y = 0; y < f->height; ++y)  // every decoded format here is YUV: plane 0 is luma
-      std::copy_n(f->data[0] + y * f->linesize[0], f->width, cur.data() + size_t(y) * f->width);
+    sws = sws_getCachedContext(sws, f->width, f->height, AVPixelFormat(f->format), f->width,
+                               f->height, AV_PIX_FMT_GRAY8, SWS_POINT, nullptr, nullptr, nullptr);
+    if (!sws)
+      throw std::runtime_error("cannot convert the decoded frames to luma");
+    uint8_t *dst[4] = {cur.data(), nullptr, nullptr, nullptr};
+    int dst_stride[4] = {f->width, 0, 0, 0};
+    sws_scale(sws, f->data, f->linesize, 0, f->height, dst, dst_stride);
     if (r.frames == 0)
       first = cur;
     else
@@ -81,7 +106,7 @@ SeamReport measure_seam(const std::string &path) {
     std::swap(prev, cur);
     r.frames++;
   };
-  SwrContext *swr = nullptr;
+  SwrContext *&swr = res.swr;
   auto take_audio = [&](AVFrame *f) {
     const int ch = f->ch_layout.nb_channels;
     if (!swr) {
@@ -121,9 +146,6 @@ SeamReport measure_seam(const std::string &path) {
     avcodec_send_packet(adec->p, nullptr);
     drain(adec->p, false);
   }
-  av_packet_free(&pkt);
-  av_frame_free(&frame);
-  swr_free(&swr);
 
   if (r.frames < 2)
     throw std::runtime_error(path + " has fewer than two frames");

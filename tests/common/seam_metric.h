@@ -11,7 +11,7 @@ struct SeamReport {
   int frames = 0;
   int width = 0, height = 0;
   double duration_s = 0;
-  double seam_mad = 0;           // mean absolute luma difference, last frame → first frame
+  double seam_mad = 0;           // mean absolute difference of 8-bit luma (full range), last → first frame
   double median_step_mad = 0;    // median over neighbouring frames
   double max_step_mad = 0;
   std::vector<double> steps;     // every neighbour step, in order

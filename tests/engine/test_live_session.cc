@@ -482,6 +482,53 @@ TEST(LiveSession, MalformedMessagesAreCountedAndSkipped) {
   EXPECT_EQ(h.session->state(), LiveState::Ready);
 }
 
+// A serverContent whose only modelTurn part carries `base64` as 24 kHz audio.
+json model_audio_message(std::string base64) {
+  return {{"serverContent",
+           {{"modelTurn",
+             {{"parts", json::array({{{"inlineData",
+                                       {{"mimeType", "audio/pcm;rate=24000"},
+                                        {"data", std::move(base64)}}}}})}}}}}};
+}
+
+TEST(LiveSession, OversizedServerMessagesAreSkippedAndCounted) {
+  LiveConfig config = test_config();
+  config.max_message_bytes = 256 * 1024;
+  Harness h({}, config);
+  h.connect_ready();
+  // Over the limit: in one frame, and in 16 fragments. Neither is held whole nor delivered.
+  const json oversized = model_audio_message(std::string(400 * 1024, 'A'));
+  h.server.send_json(0, oversized);
+  h.server.send_json(0, oversized, 16);
+  // Under the limit, a large audio part arrives whole.
+  const auto big = ramp(-20000, 90000); // 180 000 bytes of PCM, 240 000 of base64
+  h.server.send_json(0, model_audio_message(pcm_base64(big)));
+  // A broken part costs only itself: the other part and the turn's end still count.
+  h.server.send_json(0, json::parse(R"({"serverContent":{"modelTurn":{"parts":[
+      {"inlineData":{"mimeType":"audio/pcm;rate=24000","data":"@@@@"}},
+      {"text":"after the broken part"}]},"turnComplete":true}})"));
+  h.server.send_json(
+      0, json::parse(R"({"serverContent":{"modelTurn":{"parts":[{"text":"still here"}]}}})"));
+  ASSERT_TRUE(h.recorder.wait_event("text:still here"));
+
+  EXPECT_EQ(h.recorder.filtered("audio:"), std::vector<std::string>{"audio:90000@24000"});
+  EXPECT_EQ(h.recorder.audio(), big);
+  EXPECT_TRUE(Recorder::has(h.recorder.events(), "text:after the broken part"));
+  EXPECT_TRUE(Recorder::has(h.recorder.events(), "turn_complete:"));
+  const LiveStats stats = h.session->stats();
+  EXPECT_EQ(stats.malformed_messages, 3u);
+  EXPECT_EQ(stats.messages_received, 6u); // setupComplete and the five above
+  const auto warnings = h.recorder.filtered("warning:");
+  ASSERT_EQ(warnings.size(), 3u);
+  for (int i : {0, 1})
+    EXPECT_NE(warnings[i].find("larger than 262144 bytes (LiveConfig::max_message_bytes)"),
+              std::string::npos)
+        << warnings[i];
+  EXPECT_NE(warnings[2].find("serverContent.modelTurn.parts[0].inlineData.data"), std::string::npos)
+      << warnings[2];
+  EXPECT_EQ(h.session->state(), LiveState::Ready);
+}
+
 // ---- resumption and reconnection ----------------------------------------------------------------
 
 TEST(LiveSession, GoAwayReconnectsWithTheNewestHandleAndLosesNoInput) {
@@ -741,6 +788,9 @@ TEST(LiveSession, CloseInterruptsTheReconnectBackoff) {
   h.connect_ready();
   h.server.drop(0);
   ASSERT_TRUE(h.recorder.wait_event("state:Reconnecting"));
+  // No connection is being made: queued input is not worth waiting 10 s for.
+  const auto pcm = ramp(0, 3200);
+  ASSERT_TRUE(h.session->send_audio(pcm.data(), pcm.size()));
   const auto start = std::chrono::steady_clock::now();
   h.session->close();
   EXPECT_LT(std::chrono::steady_clock::now() - start, milliseconds(200));
@@ -765,6 +815,72 @@ TEST(LiveSession, CloseWhileConnectingAndBeforeConnect) {
   const auto start = std::chrono::steady_clock::now();
   h.session.reset(); // the destructor closes
   EXPECT_LT(std::chrono::steady_clock::now() - start, milliseconds(200));
+}
+
+TEST(LiveSession, CloseWritesTheQueuedInputFirst) {
+  WsTestServer::Options opts;
+  opts.auto_setup_complete = false;
+  Harness h(opts);
+  h.session->connect();
+  // A short file, all of it queued before the service is ready, ending in a partial chunk.
+  const auto pcm = ramp(0, 16100);
+  ASSERT_TRUE(h.session->send_audio(pcm.data(), pcm.size()));
+  ASSERT_TRUE(h.server.wait_for(conn_messages(0, 1)));
+  const std::size_t seen = h.recorder.events().size();
+  std::thread service([&h] {
+    std::this_thread::sleep_for(milliseconds(150));
+    h.server.send_json(0, {{"setupComplete", json::object()}});
+  });
+  const auto start = std::chrono::steady_clock::now();
+  h.session->close();
+  const auto took = std::chrono::steady_clock::now() - start;
+  service.join();
+  EXPECT_GE(took, milliseconds(100)) << "close() did not wait for the setup";
+  EXPECT_LT(took, h.config.close_drain_timeout);
+  EXPECT_EQ(h.session->state(), LiveState::Closed);
+  EXPECT_FALSE(h.session->send_audio(pcm.data(), 10));
+
+  ASSERT_TRUE(
+      h.server.wait_for([](const auto &cs) { return cs[0].client_close_code.has_value(); }));
+  const WsConnection c = h.server.connections()[0];
+  EXPECT_EQ(audio_of(c), pcm);
+  EXPECT_EQ(audio_message_count(c), 26u); // 25 chunks of 40 ms and the 100-sample tail
+  EXPECT_EQ(c.client_close_code, std::optional<int>(1000));
+  // Nothing reached the application while close() drained, but the final state.
+  const auto events = h.recorder.events();
+  EXPECT_EQ(
+      std::vector<std::string>(events.begin() + static_cast<std::ptrdiff_t>(seen), events.end()),
+      std::vector<std::string>{"state:Closed"});
+}
+
+TEST(LiveSession, CloseDrainIsBoundedAndCanBeSkipped) {
+  WsTestServer::Options opts;
+  opts.auto_setup_complete = false; // the input can never go out
+  LiveConfig config = test_config();
+  config.close_drain_timeout = milliseconds(300);
+  const auto pcm = ramp(0, 3200);
+  for (const bool skip : {false, true}) {
+    SCOPED_TRACE(skip ? "close(0 ms)" : "close()");
+    Harness h(opts, config);
+    h.session->connect();
+    ASSERT_TRUE(h.session->send_audio(pcm.data(), pcm.size()));
+    ASSERT_TRUE(h.server.wait_for(conn_messages(0, 1)));
+    const auto start = std::chrono::steady_clock::now();
+    if (skip)
+      h.session->close(milliseconds(0));
+    else
+      h.session->close();
+    const auto took = std::chrono::steady_clock::now() - start;
+    if (skip) {
+      EXPECT_LT(took, milliseconds(200));
+    } else {
+      EXPECT_GE(took, milliseconds(290));
+      EXPECT_LT(took, milliseconds(300 + 250));
+    }
+    EXPECT_EQ(h.session->state(), LiveState::Closed);
+    ASSERT_TRUE(h.server.wait_for([](const auto &cs) { return !cs[0].open; }));
+    EXPECT_EQ(h.server.connections()[0].received.size(), 1u); // the setup only
+  }
 }
 
 TEST(LiveSession, DestroyedFromItsOwnCallback) {

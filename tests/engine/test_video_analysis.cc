@@ -19,6 +19,8 @@
 #include <nlohmann/json.hpp>
 
 extern "C" {
+#include <libavcodec/avcodec.h>
+#include <libavutil/frame.h>
 #include <libavutil/mem.h>
 #include <libavutil/sha.h>
 }
@@ -92,6 +94,40 @@ bool valid_utf8(const std::string &s) {
     i += n;
   }
   return true;
+}
+
+// A w x h JPEG of one colour (full-range Y, Cb, Cr), made with libavcodec's MJPEG encoder.
+std::string solid_jpeg(int w, int h, std::uint8_t y, std::uint8_t cb, std::uint8_t cr) {
+  const AVCodec *codec = avcodec_find_encoder(AV_CODEC_ID_MJPEG);
+  AVCodecContext *enc = avcodec_alloc_context3(codec);
+  enc->width = w;
+  enc->height = h;
+  enc->pix_fmt = AV_PIX_FMT_YUVJ420P;
+  enc->time_base = {1, 25};
+  std::string out;
+  AVFrame *frame = av_frame_alloc();
+  AVPacket *pkt = av_packet_alloc();
+  if (avcodec_open2(enc, codec, nullptr) == 0) {
+    frame->format = enc->pix_fmt;
+    frame->width = w;
+    frame->height = h;
+    av_frame_get_buffer(frame, 0);
+    const std::uint8_t values[3] = {y, cb, cr};
+    for (int plane = 0; plane < 3; ++plane)
+      for (int row = 0; row < (plane ? h / 2 : h); ++row)
+        std::fill_n(frame->data[plane] + row * frame->linesize[plane], plane ? w / 2 : w,
+                    values[plane]);
+    avcodec_send_frame(enc, frame);
+    avcodec_send_frame(enc, nullptr);
+    while (avcodec_receive_packet(enc, pkt) == 0) {
+      out.append(reinterpret_cast<const char *>(pkt->data), static_cast<std::size_t>(pkt->size));
+      av_packet_unref(pkt);
+    }
+  }
+  av_packet_free(&pkt);
+  av_frame_free(&frame);
+  avcodec_free_context(&enc);
+  return out;
 }
 
 std::string header(const RecordedRequest &r, const std::string &name) {
@@ -246,37 +282,80 @@ TEST_F(AnalysisTest, LargeVideoGoesThroughTheFilesApi) {
   EXPECT_EQ(ledger_->entries().size(), 1u);
 }
 
-TEST_F(AnalysisTest, SampledFramesAreSentAsJpegs) {
-  const auto frames = sample_video_frames(clip(), 5, 160);
-  ASSERT_EQ(frames.size(), 5u);
-  for (std::size_t i = 0; i < frames.size(); ++i) {
-    EXPECT_NEAR(frames[i].time_s, 0.4 + 0.8 * i, 0.05) << i;
-    EXPECT_EQ(frames[i].width, 160);
-    EXPECT_EQ(frames[i].height, 90);
-    EXPECT_EQ(frames[i].jpeg.substr(0, 3), std::string("\xff\xd8\xff", 3));
-    EXPECT_EQ(frames[i].jpeg.substr(frames[i].jpeg.size() - 2), std::string("\xff\xd9", 2));
-  }
-  EXPECT_THROW(sample_video_frames(clip(), 0), Error);
-
-  AnalysisOptions o = options();
-  o.frames = 4;
-  const AnalysisResult r = analyze(clip(), o);
+TEST_F(AnalysisTest, FramesAreSentAsLabelledJpegsBeforeTheQuestion) {
+  std::vector<SampledFrame> frames;
+  for (int i = 0; i < 4; ++i) // teal, brightening
+    frames.push_back(
+        {0.5 * i, 160, 90, solid_jpeg(160, 90, static_cast<std::uint8_t>(90 + 10 * i), 150, 80)});
+  ASSERT_EQ(frames[0].jpeg.substr(0, 2), "\xff\xd8");
+  const auto sent = frames;
+  VideoAnalyzer analyzer(endpoint(), MediaConfig::load_default(), ledger_, client());
+  const AnalysisResult r =
+      analyzer.analyze_frames(frames, "what do you see?", options(), CancelToken(), "a test clip");
   EXPECT_EQ(r.method, AnalysisMethod::Frames);
-  EXPECT_NE(r.text.find("I looked at 4 images (320x180)"), std::string::npos) << r.text;
-  const json body = json::parse(backend_.requests().at(0).body);
-  int jpegs = 0;
-  for (const auto &p : body.at("contents").at(0).at("parts"))
-    if (p.contains("inlineData")) {
-      EXPECT_EQ(p.at("inlineData").at("mimeType"), "image/jpeg");
-      EXPECT_EQ(b64decode(p.at("inlineData").at("data")).substr(0, 2), "\xff\xd8");
-      ++jpegs;
-    }
-  EXPECT_EQ(jpegs, 4);
+  EXPECT_EQ(r.frames, 4u);
+  EXPECT_DOUBLE_EQ(r.media.duration_s, 1.5);
+  ASSERT_NE(r.media.video(), nullptr);
+  EXPECT_EQ(r.media.video()->width, 160);
+  EXPECT_NE(r.text.find("I looked at 4 images (160x90)"), std::string::npos) << r.text;
+  EXPECT_NE(r.text.find("teal"), std::string::npos) << r.text;
+
+  const auto requests = backend_.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  const json body = json::parse(requests[0].body);
+  const json &parts = body.at("contents").at(0).at("parts");
+  ASSERT_EQ(parts.size(), 1u + 2 * 4 + 1);
+  EXPECT_EQ(parts.at(0).at("text"), "4 frames of a test clip, in order, each after its time:");
+  for (std::size_t i = 0; i < 4; ++i) {
+    char label[32];
+    std::snprintf(label, sizeof label, "Frame at %.2f s:", 0.5 * static_cast<double>(i));
+    EXPECT_EQ(parts.at(1 + 2 * i).at("text"), label);
+    const json &data = parts.at(2 + 2 * i).at("inlineData");
+    EXPECT_EQ(data.at("mimeType"), "image/jpeg");
+    EXPECT_EQ(b64decode(data.at("data")), sent[i].jpeg) << i;
+  }
+  EXPECT_EQ(parts.back().at("text"), "what do you see?");
+
   std::map<std::string, std::int64_t> prompt;
   for (const auto &m : r.usage->prompt_details)
     prompt[m.modality] = m.tokens;
   EXPECT_EQ(prompt["IMAGE"], 4 * 258);
   EXPECT_EQ(prompt.count("VIDEO"), 0u);
+  const auto rows = ledger_->entries();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].kind, CostKind::Analysis);
+  EXPECT_EQ(rows[0].user, "alice");
+  EXPECT_EQ(rows[0].usd_nanos, r.cost.usd_nanos);
+  EXPECT_EQ(rows[0].note.rfind("video analysis (frames) of a test clip; ", 0), 0u) << rows[0].note;
+}
+
+TEST_F(AnalysisTest, BadFrameRequestsAreRefusedBeforeAnyRequest) {
+  VideoAnalyzer analyzer(endpoint(), MediaConfig::load_default(), ledger_, client());
+  const SampledFrame frame{0, 64, 36, solid_jpeg(64, 36, 120, 128, 128)};
+  auto refusal = [&](std::vector<SampledFrame> frames, const std::string &question,
+                     const AnalysisOptions &o) -> std::string {
+    try {
+      analyzer.analyze_frames(std::move(frames), question, o, CancelToken());
+    } catch (const Error &e) {
+      return std::string(to_string(e.kind())) + ": " + e.what();
+    }
+    return "accepted";
+  };
+  EXPECT_NE(refusal({}, "what?", options()).find("no frames of a video"), std::string::npos);
+  EXPECT_NE(refusal({frame}, "  ", options()).find("no question"), std::string::npos);
+  EXPECT_NE(refusal({frame, SampledFrame{1, 64, 36, ""}}, "what?", options())
+                .find("frame 2 of a video has no image data"),
+            std::string::npos);
+  AnalysisOptions small = options();
+  small.inline_limit_bytes = 5000;
+  const std::string big = refusal({frame, frame, frame}, "what?", small);
+  EXPECT_NE(big.find("3 frames of a video make a"), std::string::npos) << big;
+  EXPECT_NE(big.find("inline limit: send fewer or smaller frames"), std::string::npos) << big;
+  ledger_->set_daily_budget("alice", 0.0000001);
+  const std::string budget = refusal({frame, frame}, "what?", options());
+  EXPECT_NE(budget.find("analysing these 2 frames would cost $0.000"), std::string::npos) << budget;
+  EXPECT_TRUE(backend_.requests().empty());
+  EXPECT_TRUE(ledger_->entries().empty());
 }
 
 TEST_F(AnalysisTest, BudgetRefusalComesBeforeAnyRequest) {

@@ -5,6 +5,7 @@
 #include <gemstream/config.h>
 #include <gemstream/pipeline.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdlib>
 #include <set>
@@ -106,6 +107,8 @@ TEST_F(PipelineFiles, EveryFileParsesAndBuildsWithTestValues) {
   EXPECT_TRUE(names.count("cover-image"));
   EXPECT_TRUE(names.count("background-video"));
   EXPECT_TRUE(names.count("background-loop"));
+  EXPECT_TRUE(names.count("video-analysis"));
+  EXPECT_TRUE(names.count("webcam-analysis"));
 }
 
 TEST_F(PipelineFiles, BackgroundLoopBuildsForEveryBranchCombination) {
@@ -284,4 +287,78 @@ TEST_F(PipelineFiles, VoiceFileAnswersASpokenQuestionWithSpeechAndTranscripts) {
   }
   EXPECT_TRUE(input) << "no input transcription";
   EXPECT_TRUE(output) << "no output transcription";
+}
+
+namespace {
+
+// The fields of the gemstream-analysis messages of a run.
+std::vector<nlohmann::json> analyses(const RunResult &run) {
+  std::vector<nlohmann::json> out;
+  for (const auto &e : run.all<events::Element>())
+    if (e.name == "gemstream-analysis")
+      out.push_back(nlohmann::json::parse(e.fields));
+  return out;
+}
+
+} // namespace
+
+TEST_F(PipelineFiles, VideoAnalysisAnswersAboutSampledFramesBeforeEos) {
+  const fs::path clip = dir_ / "clip.mp4";
+  ASSERT_EQ(make_clip(clip, 72, true), ""); // 3 s with an audio track nothing links
+  auto p = Pipeline::load("video-analysis", {{"input", clip.string()},
+                                             {"question", "what happens?"},
+                                             {"frames", "4"},
+                                             {"frame-interval", "750ms"}});
+  RunResult run = run_to_end(*p);
+  ASSERT_TRUE(run.outcome.ok()) << describe(run);
+  const auto answers = analyses(run);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].at("frames"), 4);
+  EXPECT_EQ(answers[0].at("duration"), 2250000000u); // 0, 0.75, 1.5 and 2.25 s
+  EXPECT_NE(answers[0].at("text").get<std::string>().find("I looked at 4 images (320x180)"),
+            std::string::npos)
+      << answers[0].dump();
+  const auto costs = run.all<events::Cost>();
+  ASSERT_EQ(costs.size(), 1u);
+  EXPECT_EQ(costs[0].kind, "analysis");
+  EXPECT_EQ(costs[0].source, "analysis");
+  // The answer comes before the end of the run.
+  std::size_t answer_at = 0, eos_at = 0;
+  for (std::size_t i = 0; i < run.events.size(); ++i) {
+    if (const auto *e = std::get_if<events::Element>(&run.events[i]))
+      if (e->name == "gemstream-analysis")
+        answer_at = i;
+    if (std::holds_alternative<events::Eos>(run.events[i]))
+      eos_at = i;
+  }
+  EXPECT_LT(answer_at, eos_at);
+}
+
+TEST_F(PipelineFiles, WebcamAnalysisAnswersPerIntervalWithATestCamera) {
+  const PipelineFile file = PipelineFile::load(pipelines_dir() / "webcam-analysis.json");
+  std::string line =
+      file.resolve({{"question", "is anyone there?"}, {"interval", "1"}, {"max-fps", "2"}});
+  // The same graph with a live 1.5 s test pattern instead of the V4L2 camera (live, as a
+  // camera is: the graph's leaky queue would drop the frames of a faster-than-real-time source).
+  const std::string camera = "v4l2src name=camera ";
+  const auto at = line.find(camera);
+  ASSERT_NE(at, std::string::npos) << line;
+  line.replace(at, camera.size(),
+               "videotestsrc name=camera is-live=true pattern=ball num-buffers=30 ! "
+               "video/x-raw,width=320,height=180,framerate=20/1 ");
+  auto p = Pipeline::from_launch(line);
+  RunResult run = run_to_end(*p);
+  ASSERT_TRUE(run.outcome.ok()) << describe(run);
+  const auto answers = analyses(run);
+  // The first interval is answered on its own; later ones may be merged while an answer is
+  // out; the frames left at EOS come last.
+  ASSERT_GE(answers.size(), 2u);
+  std::int64_t frames = 0;
+  for (std::size_t i = 0; i < answers.size(); ++i) {
+    EXPECT_EQ(answers[i].at("final").get<bool>(), i + 1 == answers.size()) << i;
+    frames += answers[i].at("frames").get<std::int64_t>();
+  }
+  EXPECT_EQ(answers[0].at("frames"), 2); // 0 and 0.5 s
+  EXPECT_EQ(frames, 3);                  // 0, 0.5 and 1 s: every sampled frame is analysed
+  EXPECT_EQ(run.all<events::Cost>().size(), answers.size());
 }

@@ -26,8 +26,30 @@ void configure_unreachable(GstElement *e) {
   GObjectClass *klass = G_OBJECT_GET_CLASS(e);
   if (g_object_class_find_property(klass, "prompt"))
     g_object_set(e, "prompt", "state test", nullptr);
+  if (g_object_class_find_property(klass, "question"))
+    g_object_set(e, "question", "state test", nullptr);
   if (g_object_class_find_property(klass, "base-url"))
     g_object_set(e, "base-url", "http://127.0.0.1:9", nullptr);
+}
+
+// A live source for a sink: a camera sending JPEGs when the sink takes them, else a microphone.
+GstElement *live_source_for(GstElement *sink) {
+  bool jpeg = false;
+  for (const GList *l = gst_element_class_get_pad_template_list(GST_ELEMENT_GET_CLASS(sink)); l;
+       l = l->next) {
+    auto *templ = GST_PAD_TEMPLATE(l->data);
+    if (GST_PAD_TEMPLATE_DIRECTION(templ) != GST_PAD_SINK ||
+        GST_PAD_TEMPLATE_PRESENCE(templ) != GST_PAD_ALWAYS)
+      continue;
+    GstCaps *caps = gst_pad_template_get_caps(templ);
+    jpeg = jpeg || gst_structure_has_name(gst_caps_get_structure(caps, 0), "image/jpeg");
+    gst_caps_unref(caps);
+  }
+  if (jpeg)
+    return gst_parse_bin_from_description("videotestsrc is-live=true ! jpegenc", TRUE, nullptr);
+  GstElement *src = gst_element_factory_make("audiotestsrc", nullptr);
+  g_object_set(src, "is-live", TRUE, nullptr);
+  return src;
 }
 
 bool has_src_pad_template(GstElement *e) {
@@ -48,6 +70,7 @@ TEST(GemstreamPlugin, RegistersTheElements) {
   EXPECT_NE(std::find(names.begin(), names.end(), "veosrc"), names.end());
   EXPECT_NE(std::find(names.begin(), names.end(), "videoloop"), names.end());
   EXPECT_NE(std::find(names.begin(), names.end(), "framesampler"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "geminianalyzesink"), names.end());
 }
 
 TEST_P(ElementTest, CyclesStatesRepeatedlyWithoutNetwork) {
@@ -61,9 +84,9 @@ TEST_P(ElementTest, CyclesStatesRepeatedlyWithoutNetwork) {
       gst_bin_add_many(GST_BIN(pipeline), e, sink, nullptr);
       ASSERT_TRUE(gst_element_link(e, sink));
     } else {
-      // A sink: fed by a live source, as a microphone would.
-      GstElement *src = gst_element_factory_make("audiotestsrc", nullptr);
-      g_object_set(src, "is-live", TRUE, nullptr);
+      // A sink: fed by a live source, as a microphone or a camera would.
+      GstElement *src = live_source_for(e);
+      ASSERT_NE(src, nullptr);
       gst_bin_add_many(GST_BIN(pipeline), src, e, nullptr);
       ASSERT_TRUE(gst_element_link(src, e));
     }

@@ -118,11 +118,12 @@ std::vector<GstEventType> drain_events(GstHarness *h, std::vector<GstEvent *> *k
   return types;
 }
 
-GstHarness *new_video_harness(const char *crossfade = nullptr) {
+GstHarness *new_video_harness(const char *crossfade = nullptr, guint64 frames = 0) {
   GstElement *loop = gst_element_factory_make("videoloop", nullptr);
   EXPECT_NE(loop, nullptr);
   if (crossfade)
     gst_util_set_object_arg(G_OBJECT(loop), "crossfade", crossfade);
+  g_object_set(loop, "frames", frames, nullptr);
   GstHarness *h = gst_harness_new_with_element(loop, "video_sink", "video_src");
   gst_object_unref(loop);
   gst_harness_set_src_caps_str(h, kVideoCaps);
@@ -513,6 +514,227 @@ TEST(VideoLoop, DurationQueryAnswersTheLoopLength) {
   }
   EXPECT_TRUE(got_seek);
   gst_object_unref(src);
+  gst_harness_teardown(h);
+}
+
+namespace {
+
+GstHarness *new_counted_harness(guint64 frames, const char *crossfade = nullptr) {
+  return new_video_harness(crossfade, frames);
+}
+
+// The progress messages on a bus: type, percent.
+std::vector<std::pair<GstProgressType, int>> progress_messages(GstBus *bus) {
+  std::vector<std::pair<GstProgressType, int>> out;
+  while (GstMessage *m = gst_bus_pop_filtered(bus, GST_MESSAGE_PROGRESS)) {
+    GstProgressType type;
+    gchar *code = nullptr, *text = nullptr;
+    gst_message_parse_progress(m, &type, &code, &text);
+    EXPECT_STREQ(code, "loop");
+    EXPECT_NE(text, nullptr);
+    int percent = -100;
+    EXPECT_TRUE(gst_structure_get_int(gst_message_get_structure(m), "percent", &percent));
+    out.emplace_back(type, percent);
+    g_free(code);
+    g_free(text);
+    gst_message_unref(m);
+  }
+  return out;
+}
+
+} // namespace
+
+TEST(VideoLoop, KnownFrameCountGivesTheSameLoopWithoutTheDelayLine) {
+  constexpr int n = 60, k = 12;
+  GstHarness *plain = new_video_harness("500000000");
+  push_gradient_clip(plain, n);
+  ASSERT_TRUE(gst_harness_push_event(plain, gst_event_new_eos()));
+  Frames expected = pull_all(plain);
+  gst_harness_teardown(plain);
+
+  GstHarness *h = new_counted_harness(n, "500000000");
+  // The middle leaves as soon as it arrives: nothing waits for the tail.
+  push_gradient_clip(h, k + 3);
+  EXPECT_EQ(gst_harness_buffers_in_queue(h), 3u);
+  push_gradient_clip(h, n - k - 3, k + 3);
+  EXPECT_EQ(gst_harness_buffers_in_queue(h), guint(n - 2 * k));
+  ASSERT_TRUE(gst_harness_push_event(h, gst_event_new_eos()));
+  Frames out = pull_all(h);
+  ASSERT_EQ(out.data.size(), size_t(n - k));
+  EXPECT_EQ(out.pts, expected.pts);
+  for (size_t i = 0; i < out.data.size(); ++i)
+    ASSERT_EQ(out.data[i], expected.data[i]) << "output frame " << i;
+  gst_harness_teardown(h);
+}
+
+TEST(VideoLoop, GapsWithAKnownFrameCountRepeatTheLastInputFrame) {
+  // 96 frames in all: 10 of them fill a gap in the middle, 4 a gap in the tail (the repeated
+  // frame is blended into the head like any tail frame).
+  GstHarness *plain = new_video_harness();
+  GstHarness *h = new_counted_harness(96);
+  for (GstHarness *x : {plain, h}) {
+    push_gradient_clip(x, 40);
+    ASSERT_TRUE(gst_harness_push_event(
+        x, gst_event_new_gap(frame_time(40), frame_time(50) - frame_time(40))));
+    push_gradient_clip(x, 30, 50);
+    ASSERT_TRUE(gst_harness_push_event(
+        x, gst_event_new_gap(frame_time(80), frame_time(84) - frame_time(80))));
+    push_gradient_clip(x, 12, 84);
+    ASSERT_TRUE(gst_harness_push_event(x, gst_event_new_eos()));
+  }
+  Frames expected = pull_all(plain);
+  Frames out = pull_all(h);
+  ASSERT_EQ(out.data.size(), 72u);
+  ASSERT_EQ(expected.data.size(), 72u);
+  for (size_t i = 0; i < out.data.size(); ++i)
+    ASSERT_EQ(out.data[i], expected.data[i]) << "output frame " << i;
+  GstBuffer *f39 = gradient_frame(39);
+  EXPECT_EQ(out.data[25], bytes_of(f39)); // input 49, the gap's last copy of 39
+  gst_buffer_unref(f39);
+  gst_harness_teardown(plain);
+  gst_harness_teardown(h);
+}
+
+TEST(VideoLoop, AllocationQueryWithAKnownFrameCountAsksForNoDelayLine) {
+  GstHarness *h = new_counted_harness(96);
+  GstCaps *caps = gst_caps_from_string(kVideoCaps);
+  GstQuery *query = gst_query_new_allocation(caps, TRUE);
+  gst_caps_unref(caps);
+  ASSERT_TRUE(gst_pad_peer_query(h->srcpad, query));
+  ASSERT_EQ(gst_query_get_n_allocation_pools(query), 1u);
+  guint size = 0, min = 0, max = 1;
+  gst_query_parse_nth_allocation_pool(query, 0, nullptr, &size, &min, &max);
+  EXPECT_EQ(min, 2u);
+  EXPECT_EQ(max, 0u);
+  gst_query_unref(query);
+  gst_harness_teardown(h);
+}
+
+TEST(VideoLoop, MoreFramesThanAnnouncedFailWithAMismatchDetail) {
+  GstHarness *h = new_counted_harness(50);
+  GstBus *bus = gst_bus_new();
+  gst_element_set_bus(h->element, bus);
+  push_gradient_clip(h, 50);
+  EXPECT_EQ(gst_harness_push(h, gradient_frame(50)), GST_FLOW_ERROR);
+  GstMessage *msg = pop_error(bus);
+  ASSERT_NE(msg, nullptr);
+  GQuark domain;
+  gint code;
+  const std::string text = error_text(msg, &domain, &code);
+  EXPECT_EQ(domain, GST_STREAM_ERROR);
+  EXPECT_EQ(code, GST_STREAM_ERROR_FAILED);
+  EXPECT_NE(text.find("more video frames than the frames property says (50)"), std::string::npos)
+      << text;
+  const GstStructure *details = nullptr;
+  gst_message_parse_error_details(msg, &details);
+  ASSERT_NE(details, nullptr);
+  EXPECT_STREQ(gst_structure_get_string(details, "reason"), "frame-count-mismatch");
+  guint64 expected = 0, received = 0;
+  EXPECT_TRUE(gst_structure_get_uint64(details, "expected-frames", &expected));
+  EXPECT_TRUE(gst_structure_get_uint64(details, "received-frames", &received));
+  EXPECT_EQ(expected, 50u);
+  EXPECT_EQ(received, 51u);
+  gst_message_unref(msg);
+  gst_element_set_bus(h->element, nullptr);
+  gst_object_unref(bus);
+  gst_harness_teardown(h);
+}
+
+TEST(VideoLoop, FewerFramesThanAnnouncedFailAtTheEnd) {
+  GstHarness *h = new_counted_harness(60);
+  GstBus *bus = gst_bus_new();
+  gst_element_set_bus(h->element, bus);
+  push_gradient_clip(h, 59);
+  EXPECT_FALSE(gst_harness_push_event(h, gst_event_new_eos()));
+  GstMessage *msg = pop_error(bus);
+  ASSERT_NE(msg, nullptr);
+  const std::string text = error_text(msg);
+  EXPECT_NE(text.find("fewer video frames than the frames property says (60)"), std::string::npos)
+      << text;
+  const GstStructure *details = nullptr;
+  gst_message_parse_error_details(msg, &details);
+  ASSERT_NE(details, nullptr);
+  EXPECT_STREQ(gst_structure_get_string(details, "reason"), "frame-count-mismatch");
+  gst_message_unref(msg);
+  // The progress report that began ends as failed.
+  auto progress = progress_messages(bus);
+  ASSERT_FALSE(progress.empty());
+  EXPECT_EQ(progress.back().first, GST_PROGRESS_TYPE_ERROR);
+  gst_element_set_bus(h->element, nullptr);
+  gst_object_unref(bus);
+  gst_harness_teardown(h);
+}
+
+TEST(VideoLoop, KnownFrameCountTooShortForTheCrossfadeFailsBeforeAnyFrame) {
+  Pipeline p("videotestsrc num-buffers=40 ! video/x-raw,width=64,height=48,framerate=24/1 ! "
+             "videoloop frames=40 ! fakesink");
+  ASSERT_EQ(p.run(10s), GST_MESSAGE_ERROR);
+  const std::string text = error_text(p.first_error());
+  EXPECT_NE(text.find("The clip is 1.67 s long"), std::string::npos) << text;
+  EXPECT_NE(text.find("2 × crossfade = 2.00 s"), std::string::npos) << text;
+  // Refused at the caps, before the first frame: no progress report started.
+  EXPECT_TRUE(p.messages(GST_MESSAGE_PROGRESS).empty());
+}
+
+TEST(VideoLoop, ProgressMessagesCountTheInputUpToComplete) {
+  GstHarness *h = new_counted_harness(96);
+  GstBus *bus = gst_bus_new();
+  gst_element_set_bus(h->element, bus);
+  push_gradient_clip(h, 48);
+  auto during = progress_messages(bus);
+  ASSERT_FALSE(during.empty());
+  EXPECT_EQ(during.front(), std::make_pair(GST_PROGRESS_TYPE_START, 1)); // 1 of 96 frames
+  EXPECT_EQ(during.back(), std::make_pair(GST_PROGRESS_TYPE_CONTINUE, 50));
+  for (size_t i = 1; i < during.size(); ++i) {
+    EXPECT_EQ(during[i].first, GST_PROGRESS_TYPE_CONTINUE);
+    EXPECT_GT(during[i].second, during[i - 1].second);
+  }
+  push_gradient_clip(h, 48, 48);
+  ASSERT_TRUE(gst_harness_push_event(h, gst_event_new_eos()));
+  auto after = progress_messages(bus);
+  ASSERT_FALSE(after.empty());
+  EXPECT_EQ(after.back(), std::make_pair(GST_PROGRESS_TYPE_COMPLETE, 100));
+  EXPECT_EQ(after[after.size() - 2].second, 99); // 100 waits for the blended tail
+  gst_element_set_bus(h->element, nullptr);
+  gst_object_unref(bus);
+  gst_harness_teardown(h);
+}
+
+TEST(VideoLoop, ProgressUsesUpstreamDurationWhenTheFrameCountIsUnknown) {
+  // videotestsrc with num-buffers answers the duration query: 96 frames = 4 s.
+  Pipeline p("videotestsrc num-buffers=96 ! video/x-raw,width=64,height=48,framerate=24/1 ! "
+             "videoloop ! fakesink");
+  ASSERT_EQ(p.run(20s), GST_MESSAGE_EOS);
+  std::vector<int> percents;
+  GstProgressType last_type = GST_PROGRESS_TYPE_START;
+  for (GstMessage *m : p.messages(GST_MESSAGE_PROGRESS)) {
+    int percent = -100;
+    gst_structure_get_int(gst_message_get_structure(m), "percent", &percent);
+    gchar *code = nullptr, *text = nullptr;
+    gst_message_parse_progress(m, &last_type, &code, &text);
+    g_free(code);
+    g_free(text);
+    percents.push_back(percent);
+  }
+  ASSERT_GE(percents.size(), 50u);
+  EXPECT_EQ(percents.front(), 1);
+  EXPECT_EQ(percents.back(), 100);
+  EXPECT_EQ(last_type, GST_PROGRESS_TYPE_COMPLETE);
+  EXPECT_TRUE(std::is_sorted(percents.begin(), percents.end()));
+}
+
+TEST(VideoLoop, ProgressWithoutAnyLengthIsUnknownUntilComplete) {
+  GstHarness *h = new_video_harness(); // the harness answers no duration query
+  GstBus *bus = gst_bus_new();
+  gst_element_set_bus(h->element, bus);
+  push_gradient_clip(h, 60);
+  ASSERT_TRUE(gst_harness_push_event(h, gst_event_new_eos()));
+  auto progress = progress_messages(bus);
+  ASSERT_EQ(progress.size(), 2u);
+  EXPECT_EQ(progress[0], std::make_pair(GST_PROGRESS_TYPE_START, -1));
+  EXPECT_EQ(progress[1], std::make_pair(GST_PROGRESS_TYPE_COMPLETE, 100));
+  gst_element_set_bus(h->element, nullptr);
+  gst_object_unref(bus);
   gst_harness_teardown(h);
 }
 

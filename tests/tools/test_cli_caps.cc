@@ -124,6 +124,46 @@ TEST_F(CliCapsTest, AnalyzeInlineUploadAndFrames) {
   EXPECT_EQ(calls, 3);
 }
 
+TEST_F(CliCapsTest, AnalyzeFramesAreSampledByFramesamplerEvenly) {
+  const std::string video = (dir_ / "workout.mp4").string();
+  const CliRun r = run("analyze " + video + " \"what happens?\" --frames 4 --user bob");
+  ASSERT_EQ(r.code, 0) << r.all;
+  // The backend describes the images it received.
+  EXPECT_NE(r.out.find("I looked at 4 images (256x144)"), std::string::npos) << r.out;
+  EXPECT_NE(r.all.find("sampling 4 frames (one every 0.750 s)"), std::string::npos) << r.all;
+  EXPECT_NE(r.all.find("sent as 4 JPEG frames sampled by framesampler"), std::string::npos)
+      << r.all;
+
+  json body;
+  int generate = 0;
+  for (const auto &req : backend_.requests())
+    if (req.path.find(":generateContent") != std::string::npos) {
+      body = json::parse(req.body);
+      ++generate;
+    }
+  ASSERT_EQ(generate, 1);
+  std::vector<std::string> labels;
+  std::string label, last_text;
+  for (const auto &p : body.at("contents").at(0).at("parts")) {
+    if (p.contains("text"))
+      label = last_text = p.at("text").get<std::string>();
+    if (p.contains("inlineData")) {
+      EXPECT_EQ(p.at("inlineData").at("mimeType"), "image/jpeg");
+      labels.push_back(label);
+    }
+  }
+  // Exactly 4 frames, a quarter of the 3 s clip apart, then the question.
+  EXPECT_EQ(labels, (std::vector<std::string>{"Frame at 0.00 s:", "Frame at 0.75 s:",
+                                              "Frame at 1.50 s:", "Frame at 2.25 s:"}));
+  EXPECT_EQ(last_text, "what happens?");
+
+  // Recorded once, by the element, for the user given.
+  const json c = costs("--user bob");
+  ASSERT_EQ(c.at("totals").size(), 1u);
+  EXPECT_EQ(c.at("totals")[0].at("kind"), "analysis");
+  EXPECT_EQ(c.at("totals")[0].at("calls"), 1);
+}
+
 TEST_F(CliCapsTest, BadVideosFailClearly) {
   const std::string bytes = [&] {
     std::ifstream in(dir_ / "workout.mp4", std::ios::binary);
@@ -140,6 +180,9 @@ TEST_F(CliCapsTest, BadVideosFailClearly) {
   r = run("analyze " + (dir_ / "workout.mp4").string() + " \"what?\" --max-size 1KB");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.all.find("too large"), std::string::npos) << r.all;
+  r = run("analyze " + (dir_ / "cut.mp4").string() + " \"what?\" --frames 4");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.all.find("truncated"), std::string::npos) << r.all;
   r = run("analyze " + (dir_ / "workout.mp4").string() + " \"what?\" --frames 0");
   EXPECT_EQ(r.code, 2) << r.all;
   EXPECT_TRUE(backend_.requests().empty());

@@ -26,8 +26,8 @@ public:
   std::optional<std::string> get(const std::string &name) const;
   std::string get_or(const std::string &name, const std::string &fallback) const;
   bool has_flag(const std::string &name) const { return flags_.count(name) > 0; }
-  // Parses a non-negative number, with an optional "s"/"ms" suffix for durations when
-  // `duration_ms` is true (returns milliseconds).
+  // Parses a non-negative number. An "ms" suffix divides it by 1000 and an "s" suffix is
+  // ignored, so durations come out in seconds.
   double number(const std::string &name, double fallback) const;
 
 private:

@@ -1,19 +1,27 @@
 // gemstream image / video / demo: the cover-image and background-video pipeline files, run
-// through the embedding API (the same code path an application uses).
+// through the embedding API (the same code path an application uses); loop / background:
+// gemstream::make_loop(), the loop job an application or the gateway runs.
 #include "cli_args.h"
 #include "commands.h"
 #include "pipeline_runner.h"
 #include "spending.h"
 
+#include <gemstream/cancel.h>
 #include <gemstream/config.h>
 #include <gemstream/costs.h>
+#include <gemstream/loop.h>
 #include <gemstream/media_probe.h>
 #include <gemstream/pipeline.h>
 #include <gst/pbutils/pbutils.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
 #include <map>
 #include <memory>
+#include <thread>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -246,59 +254,119 @@ const std::set<std::string> kVideoOptions = {"mood", "model", "aspect-ratio", "r
                                              "timeout", "o", "output", "user"};
 
 struct LoopJob {
-  fs::path input;
-  fs::path out_dir;
-  std::string formats = "mp4,webm,poster";
-  std::string crossfade = "1s";
-  int height = 0;
+  LoopRequest request;
   bool quiet = false;
 };
 
-// The outputs a format list asks for, under their names in out_dir.
-std::vector<std::pair<std::string, fs::path>> loop_outputs(const LoopJob &job) {
-  const std::vector<std::pair<std::string, std::string>> all = {
-      {"mp4", "loop.mp4"}, {"webm", "loop.webm"}, {"poster", "poster.jpg"}};
-  std::vector<std::pair<std::string, fs::path>> out;
-  const std::string list = "," + job.formats + ",";
-  for (const auto &[format, file] : all)
-    if (list.find("," + format + ",") != std::string::npos)
-      out.emplace_back(format, job.out_dir / file);
-  return out;
+std::atomic<bool> g_loop_interrupted{false};
+
+extern "C" void on_loop_interrupt(int) {
+  g_loop_interrupted.store(true);
 }
 
-int run_loop(const LoopJob &job) {
-  // Validate the input with libavformat before any work: a truncated or non-video file is a
-  // clear error here, not a pipeline failure halfway through.
-  const MediaInfo info = probe_media(job.input);
-  const auto outputs = loop_outputs(job);
-  if (outputs.empty())
-    throw UsageError("--formats: nothing to write (choose from mp4, webm, poster)");
-  std::vector<std::unique_ptr<AtomicOutput>> files;
-  std::map<std::string, std::string> values = {
-      {"input", job.input.string()},
-      {"audio", info.audio() ? "true" : "false"},
-      {"formats", job.formats},
-      {"crossfade", job.crossfade},
-      {"height", std::to_string(job.height)}};
-  for (const auto &[format, path] : outputs) {
-    files.push_back(std::make_unique<AtomicOutput>(path));
-    values[format == "poster" ? "poster-output" : format + "-output"] = files.back()->part().string();
+// Ctrl-C cancels `token` while in scope. A signal handler may not take the token's lock, so a
+// watcher thread turns the flag the handler sets into cancel().
+class CancelOnInterrupt {
+public:
+  explicit CancelOnInterrupt(CancelToken token) : token_(std::move(token)) {
+    g_loop_interrupted.store(false);
+    struct sigaction sa {};
+    sa.sa_handler = on_loop_interrupt;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &previous_);
+    watcher_ = std::thread([this] {
+      while (done_.wait_for(std::chrono::milliseconds(50)))
+        if (g_loop_interrupted.load()) {
+          token_.cancel();
+          return;
+        }
+    });
   }
-  if (!job.quiet)
-    std::fprintf(stderr, "looping %s: %.1f s, %dx%d, %s\n", job.input.c_str(), info.duration_s,
-                 info.video()->width, info.video()->height,
-                 info.audio() ? "with audio" : "no audio");
-  PipelineRunner runner(load_pipeline("background-loop", values));
-  runner.quiet = job.quiet;
-  RunOutcome outcome = runner.run();
-  if (outcome.eos && outcome.error.empty() && !outcome.interrupted) {
-    for (size_t i = 0; i < files.size(); ++i) {
-      files[i]->commit();
-      if (!job.quiet)
-        std::printf("%s: %s\n", outputs[i].first.c_str(), outputs[i].second.c_str());
+  ~CancelOnInterrupt() {
+    done_.cancel();
+    watcher_.join();
+    sigaction(SIGINT, &previous_, nullptr);
+  }
+  CancelOnInterrupt(const CancelOnInterrupt &) = delete;
+  CancelOnInterrupt &operator=(const CancelOnInterrupt &) = delete;
+
+private:
+  CancelToken token_;
+  CancelToken done_;
+  struct sigaction previous_ {};
+  std::thread watcher_;
+};
+
+// The loop's progress bar on stderr, drawn only when stderr is a terminal.
+class LoopBar {
+public:
+  LoopBar(bool quiet, std::string what)
+      : show_(!quiet && isatty(STDERR_FILENO)), what_(std::move(what)) {}
+  void update(double percent) {
+    if (!show_)
+      return;
+    constexpr int kWidth = 30;
+    const int filled = static_cast<int>(percent * kWidth / 100);
+    std::fprintf(stderr, "\r[%-*s] %3.0f%% looping %-40.40s", kWidth,
+                 std::string(static_cast<std::size_t>(filled), '=').c_str(), percent,
+                 what_.c_str());
+    std::fflush(stderr);
+    open_ = true;
+  }
+  void finish() {
+    if (open_)
+      std::fputc('\n', stderr);
+    open_ = false;
+  }
+
+private:
+  bool show_;
+  std::string what_;
+  bool open_ = false;
+};
+
+int run_loop(const LoopJob &job) {
+  CancelToken cancel;
+  CancelOnInterrupt interrupt(cancel);
+  LoopBar bar(job.quiet, job.request.input.filename().string());
+  LoopResult result;
+  try {
+    result = make_loop(job.request, cancel, [&bar](double percent) { bar.update(percent); });
+  } catch (const Error &e) {
+    bar.finish();
+    if (e.kind() == ErrorKind::Cancelled) {
+      std::fprintf(stderr, "interrupted: no loop output was written\n");
+      return 130;
+    }
+    throw;
+  }
+  bar.finish();
+  if (job.quiet)
+    return 0;
+  const MediaStreamInfo &v = *result.input.video();
+  std::fprintf(stderr, "looped %s (%.1f s, %dx%d, %s): %.2f s loop\n", job.request.input.c_str(),
+               result.input.duration_s, v.width, v.height, result.audio ? "with audio" : "no audio",
+               result.duration_s);
+  for (const auto &[format, path] : result.files)
+    std::printf("%s: %s\n", to_string(format), path.c_str());
+  return 0;
+}
+
+// The loop options shared by `loop` and `background`.
+void loop_options(const Args &args, LoopJob &job) {
+  if (auto formats = args.get("formats")) {
+    try {
+      job.request.formats = parse_loop_formats(*formats);
+    } catch (const Error &e) {
+      throw UsageError("--formats: " + e.message());
     }
   }
-  return outcome.interrupted && outcome.error.empty() ? 130 : report_outcome(outcome);
+  const double crossfade_s = args.number("crossfade", 1.0);
+  if (crossfade_s < 0.04 || crossfade_s > 60)
+    throw UsageError("--crossfade: must be between 40ms and 60s");
+  job.request.crossfade = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::duration<double>(crossfade_s));
+  job.request.height = static_cast<int>(args.number("height", 0));
 }
 
 const std::set<std::string> kLoopOptions = {"out", "formats", "crossfade", "height"};
@@ -320,11 +388,12 @@ const char *const kLoopUsage =
     "usage: gemstream loop INPUT --out DIR [--formats mp4,webm,poster] [--crossfade 1s]\n"
     "         [--height N] [--quiet]\n"
     "Makes a seamless loop of a clip (the tail crossfaded into the head): DIR/loop.mp4 (H.264 +\n"
-    "AAC, faststart), DIR/loop.webm (VP9 + Opus), DIR/poster.jpg. Outputs appear only when\n"
-    "complete.";
+    "AAC, faststart), DIR/loop.webm (VP9 + Opus), DIR/poster.jpg. The input is validated\n"
+    "before any work; outputs appear only when complete (Ctrl-C leaves none).";
 const char *const kBackgroundUsage =
     "usage: gemstream background \"DESCRIPTION\" [--mood calm|energetic|mysterious|focused]\n"
     "         --out DIR [--model veo-3|veo-3-fast] [--formats mp4,webm,poster] [--crossfade 1s]\n"
+    "         [--height N]\n"
     "Generates a Veo clip (DIR/clip.mp4) and its loop outputs in one command.";
 const char *const kDemoUsage =
     "usage: gemstream demo [--out DIR] [--user NAME]\n"
@@ -400,11 +469,9 @@ int cmd_loop(const std::vector<std::string> &argv) {
   if (args.positionals().size() != 1 || !args.get("out"))
     throw UsageError(kLoopUsage);
   LoopJob job;
-  job.input = args.positionals()[0];
-  job.out_dir = *args.get("out");
-  job.formats = args.get_or("formats", job.formats);
-  job.crossfade = args.get_or("crossfade", job.crossfade);
-  job.height = static_cast<int>(args.number("height", 0));
+  job.request.input = args.positionals()[0];
+  job.request.out_dir = *args.get("out");
+  loop_options(args, job);
   job.quiet = args.has_flag("quiet");
   return run_loop(job);
 }
@@ -416,6 +483,8 @@ int cmd_background(const std::vector<std::string> &argv) {
   if (args.positionals().size() != 1 || !args.get("out"))
     throw UsageError(kBackgroundUsage);
   const fs::path dir = *args.get("out");
+  LoopJob loop;
+  loop_options(args, loop); // usage errors before paying for the video
   VideoJob video;
   video.description = args.positionals()[0];
   video.mood = args.get_or("mood", "");
@@ -424,11 +493,8 @@ int cmd_background(const std::vector<std::string> &argv) {
   video.out = dir / "clip.mp4";
   if (int rc = run_video(video, Spending::open(args), nullptr))
     return rc;
-  LoopJob loop;
-  loop.input = video.out;
-  loop.out_dir = dir;
-  loop.formats = args.get_or("formats", loop.formats);
-  loop.crossfade = args.get_or("crossfade", loop.crossfade);
+  loop.request.input = video.out;
+  loop.request.out_dir = dir;
   return run_loop(loop);
 }
 

@@ -16,8 +16,10 @@ extern const char *const kRunUsage;
 extern const char *const kInspectUsage;
 extern const char *const kPipelinesUsage;
 extern const char *const kAskUsage;
+extern const char *const kAgentUsage;
 extern const char *const kAnalyzeUsage;
 extern const char *const kCostsUsage;
+extern const char *const kServeUsage;
 
 int cmd_image(const std::vector<std::string> &args);
 int cmd_video(const std::vector<std::string> &args);
@@ -29,7 +31,9 @@ int cmd_run(const std::vector<std::string> &args);
 int cmd_inspect(const std::vector<std::string> &args);
 int cmd_pipelines(const std::vector<std::string> &args);
 int cmd_ask(const std::vector<std::string> &args);
+int cmd_agent(const std::vector<std::string> &args);
 int cmd_analyze(const std::vector<std::string> &args);
 int cmd_costs(const std::vector<std::string> &args);
+int cmd_serve(const std::vector<std::string> &args);
 
 } // namespace gemstream::cli

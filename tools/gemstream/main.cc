@@ -29,8 +29,10 @@ const char *kUsage =
     "  inspect FILE [NAME=VALUE]   print the launch line a pipeline file resolves to\n"
     "  pipelines                   list the installed pipeline files and their parameters\n"
     "  ask \"QUESTION\" [--search]   ask a model; --search answers with citations and sources\n"
+    "  agent \"MESSAGE\"...         a typed Live conversation that may make images, videos, searches\n"
     "  analyze FILE \"QUESTION\"     ask a model about a video (inline, upload or --frames N)\n"
     "  costs [--user U] [--day D]  spending per day, user, kind and model; daily budgets\n"
+    "  serve --config FILE         the media gateway: REST, WebSocket notifications, job queue\n"
     "\n"
     "Without GOOGLE_API_KEY (or GEMINI_API_KEY) and GEMSTREAM_BASE_URL, requests go to an\n"
     "in-process local backend that speaks the Gemini API on loopback.\n";
@@ -80,8 +82,10 @@ int main(int argc, char **argv) {
       {"inspect", {cli::cmd_inspect, cli::kInspectUsage}},
       {"pipelines", {cli::cmd_pipelines, cli::kPipelinesUsage}},
       {"ask", {cli::cmd_ask, cli::kAskUsage}},
+      {"agent", {cli::cmd_agent, cli::kAgentUsage}},
       {"analyze", {cli::cmd_analyze, cli::kAnalyzeUsage}},
       {"costs", {cli::cmd_costs, cli::kCostsUsage}},
+      {"serve", {cli::cmd_serve, cli::kServeUsage}},
   };
   auto it = commands.find(args[0]);
   if (it == commands.end()) {

@@ -52,7 +52,8 @@ struct Capability {
   std::string cost_pricing;     // cost.pricing: a key of the config's pricing
   std::string cost_warning;
   std::string question_template; // {parameter} and {cost} placeholders
-  std::string done_template;
+  std::string done_template;     // the call returned (for a job: it started)
+  std::string finished_template; // a job ended well (the Finished event's message)
 };
 
 struct DeclarationOptions {
@@ -139,7 +140,9 @@ struct CapabilityEvent {
   std::string job_id; // async jobs
   std::string message;
   std::string artefact; // the file written
-  double usd = 0;       // the cost recorded in the ledger
+  // Further files made from the artefact (a background video's loop outputs).
+  std::vector<std::string> outputs;
+  double usd = 0; // the cost recorded in the ledger
 };
 
 GEMSTREAM_API const char *to_string(CapabilityEvent::Type type) noexcept;
@@ -156,6 +159,13 @@ struct CapabilityRunnerOptions {
   // Veo polling; zero: the config's defaults (poll_interval_seconds, operation_timeout_seconds).
   std::chrono::milliseconds poll_interval{0};
   std::chrono::milliseconds operation_timeout{0};
+  // Runs on the job's thread once a background video is downloaded, e.g. to make its loop
+  // outputs (gemstream::make_loop). Returns the files it wrote; `progress` reports a step as a
+  // Progress event. An exception fails the job; the downloaded clip stays.
+  std::function<std::vector<std::filesystem::path>(
+      const std::filesystem::path &clip, const CancelToken &cancel,
+      const std::function<void(const std::string &)> &progress)>
+      finish_video;
 };
 
 // Executes tool calls. Thread-safe. Events are reported through the callback, on the thread
@@ -194,12 +204,66 @@ public:
 
   // Waits until no job or submitted call is running; false on timeout.
   bool wait_idle(std::chrono::milliseconds timeout);
+  // Submitted calls queued or running, plus running jobs.
+  int pending() const;
 
   const CapabilitySet &capabilities() const noexcept;
 
 private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// Runs a Live session's tool calls with a CapabilityRunner: the calls of capabilities it knows
+// are run on the runner's worker and answered with toolResponse; cancellations stop them; when
+// an asynchronous job ends, the model is told in a clientContent turn ("[job job-1 finished]
+// ...") so that it can tell the user. Such a report waits until the model is not in the middle
+// of a turn, so that it never cuts the model off (what the service's WHEN_IDLE scheduling of
+// asynchronous function responses does). Thread-safe; the session's callbacks may call it.
+class GEMSTREAM_API LiveToolBridge {
+public:
+  // `on_event` sees every event first (on the runner's threads), then the bridge reports job
+  // endings to the model.
+  LiveToolBridge(CapabilitySet capabilities, MediaConfig media, std::shared_ptr<CostLedger> ledger,
+                 CapabilityRunnerOptions options, CapabilityRunner::EventCallback on_event = {});
+  // Cancels running jobs and waits for them (see ~CapabilityRunner).
+  ~LiveToolBridge();
+  LiveToolBridge(const LiveToolBridge &) = delete;
+  LiveToolBridge &operator=(const LiveToolBridge &) = delete;
+
+  // Adds the offered capabilities to a Live configuration: their function declarations, and
+  // googleSearch when search is served by it. Throws Error(InvalidArgument) when a function of
+  // the same name is declared already.
+  void declare(LiveConfig &config, const DeclarationOptions &options = {}) const;
+
+  // The session that receives the tool responses and job reports (held weakly).
+  void attach(const std::shared_ptr<LiveSession> &session);
+  void detach();
+
+  // From LiveCallbacks::on_tool_call: submits the calls of known capabilities and returns the
+  // others, which the application answers itself.
+  std::vector<LiveFunctionCall> handle(const std::vector<LiveFunctionCall> &calls);
+  // From LiveCallbacks::on_tool_call_cancellation.
+  void cancel(const std::vector<std::string> &ids);
+  bool handles(const std::string &function_name) const;
+
+  // The model's turns, from the session's callbacks: model_output() for anything the model
+  // produces (audio, text, transcription, tool calls), model_turn_complete() for turnComplete.
+  void model_output();
+  void model_turn_complete();
+
+  // Calls and jobs still running, plus job reports not yet sent to the model.
+  int pending() const;
+  // Job reports sent to the model whose answer (its next turn) has not completed.
+  int awaiting_answer() const;
+  CapabilityRunner &runner() noexcept;
+
+  // The clientContent text that reports a job's end to the model; empty for other events.
+  static std::string job_report(const CapabilityEvent &event);
+
+private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
 };
 
 } // namespace gemstream

@@ -110,6 +110,15 @@ struct LiveConfig {
   std::chrono::milliseconds reconnect_backoff_max{8000};
   // From starting a connection to setupComplete (TCP, TLS, upgrade and setup).
   std::chrono::milliseconds connect_timeout{15000};
+  // How long close() may spend writing the input still queued (a file's last audio, say) before
+  // it closes the connection; the rest is discarded. Input queued while no connection is being
+  // made (waiting to reconnect) is discarded at once. 0 discards everything at once.
+  std::chrono::milliseconds close_drain_timeout{2000};
+  // Larger server messages are skipped without being held whole: counted in
+  // LiveStats::malformed_messages and reported through on_warning; the session goes on. The
+  // service's messages are far smaller (model audio comes in chunks of tens of kilobytes). At
+  // least 4096.
+  std::size_t max_message_bytes = 64u << 20;
 };
 
 enum class LiveState {
@@ -227,9 +236,15 @@ public:
   // configuration, and Error(InvalidArgument) when called a second time.
   void connect();
 
-  // Sends a close frame (1000) and stops the network thread; returns within about 150 ms
-  // whatever the network does. Idempotent. Unsent input is discarded.
+  // Stops accepting input, writes what is still queued (see config.close_drain_timeout), sends
+  // a close frame (1000) and stops the network thread. Returns once the service has answered
+  // the close frame (which shows it read all the input), and at the latest about 150 ms after
+  // the drain timeout, whatever the network does; with nothing queued, within about 150 ms.
+  // No callback runs while it drains but the final on_state (Closed). Idempotent. From a
+  // callback it returns at once and the network thread finishes the close on its own.
   void close();
+  // The same with an explicit bound for the drain; 0 discards unsent input at once.
+  void close(std::chrono::milliseconds drain_timeout);
 
   LiveState state() const noexcept;
   LiveStats stats() const noexcept;

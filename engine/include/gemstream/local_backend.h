@@ -47,6 +47,18 @@ enum class LiveMalformed {
   WrongTypes,   // valid JSON with known fields of the wrong types
 };
 
+// Input audio of one Live API connection, for tests of loss-free reconnection.
+struct LiveAudioCount {
+  // realtimeInput audio received on this connection: decoded bytes, as sent (before any
+  // resampling).
+  std::uint64_t received_bytes = 0;
+  // The conversation's input audio before this connection: what the session resumption handle
+  // of its setup carried (0 for a new session). A handle carries the audio its session had
+  // received when the handle was issued.
+  std::uint64_t resumed_bytes = 0;
+  bool open = true;  // the connection is still open
+};
+
 // One recorded request, for tests (headers lower-cased). Live API WebSocket upgrades are
 // recorded too, as GET with status 101.
 struct RecordedRequest {
@@ -89,12 +101,18 @@ public:
   void send_malformed_live_message(LiveMalformed kind = LiveMalformed::InvalidJson);
   // The next Live setup is answered by closing with this code and reason.
   void fail_next_live_setup(int code, std::string reason);
-  // Closes every open Live session now with this code and reason.
+  // Closes every open Live session now with this code and reason. Code 1006, which no close
+  // frame may carry, drops the connections without a close frame, as a network failure does.
   void close_live_sessions(int code, std::string reason);
   // goAway timing (see LocalBackendOptions) for new connections and those still waiting for it.
   void set_live_go_away(std::chrono::milliseconds after, std::chrono::milliseconds time_left);
   // Live WebSocket connections currently open.
   std::size_t live_session_count() const;
+  // Input audio of the latest Live connections (up to 256), in the order they opened. The
+  // input audio of a conversation as the backend holds it is resumed_bytes + received_bytes of
+  // its latest connection: equal to what the client was given to send when reconnections lost
+  // nothing and resent nothing twice.
+  std::vector<LiveAudioCount> live_audio() const;
 
   std::vector<RecordedRequest> requests() const;
   void clear_requests();

@@ -1,0 +1,375 @@
+// make_loop(): probe, run the background-loop pipeline file, commit the outputs atomically.
+#include "gemstream/loop.h"
+
+#include "gemstream/error.h"
+#include "gemstream/pipeline.h"
+#include "gemstream/pipeline_file.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <thread>
+#include <utility>
+#include <variant>
+
+namespace gemstream {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr std::chrono::nanoseconds kMinCrossfade = 40ms;
+constexpr std::chrono::nanoseconds kMaxCrossfade = 60s;
+constexpr int kMaxHeight = 4320;
+constexpr unsigned kMaxThreads = 64;
+// How often the run loop looks at the cancel token when no event arrives (the token's callback
+// aborts the pipeline at once; this only bounds a cancel that lands before start()).
+constexpr auto kPollInterval = 100ms;
+// videoloop's element name in pipelines/background-loop.json: its progress messages count.
+constexpr const char *kLoopElement = "loop";
+
+struct FormatInfo {
+  LoopFormat format;
+  const char *name;
+  const char *file;
+  const char *parameter; // the pipeline file's output parameter
+};
+
+constexpr FormatInfo kFormats[] = {
+    {LoopFormat::Mp4, "mp4", "loop.mp4", "mp4-output"},
+    {LoopFormat::Webm, "webm", "loop.webm", "webm-output"},
+    {LoopFormat::Poster, "poster", "poster.jpg", "poster-output"},
+};
+
+const FormatInfo &info_of(LoopFormat format) {
+  for (const auto &f : kFormats)
+    if (f.format == format)
+      return f;
+  return kFormats[0];
+}
+
+unsigned available_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+    return static_cast<unsigned>(CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::string random_token() {
+  std::random_device rd;
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
+  return buf;
+}
+
+std::string seconds_text(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f s", s);
+  return buf;
+}
+
+// The outputs of one make_loop() call: each is written to a hidden temporary file beside its
+// final name ("out/.loop.mp4.<random>.part") and renamed by commit(). Anything not committed
+// is removed when this goes out of scope, whatever ended the run.
+class TemporaryOutputs {
+public:
+  explicit TemporaryOutputs(fs::path dir) : dir_(std::move(dir)), token_(random_token()) {}
+  ~TemporaryOutputs() { discard(); }
+  TemporaryOutputs(const TemporaryOutputs &) = delete;
+  TemporaryOutputs &operator=(const TemporaryOutputs &) = delete;
+
+  const fs::path &add(LoopFormat format) {
+    const std::string file = info_of(format).file;
+    entries_.push_back({format, dir_ / file, dir_ / ("." + file + "." + token_ + ".part")});
+    return entries_.back().temporary;
+  }
+
+  // Removes the temporary files (a failed run, or before running again).
+  void discard() noexcept {
+    for (const auto &e : entries_) {
+      std::error_code ec;
+      fs::remove(e.temporary, ec);
+    }
+  }
+
+  // Renames every temporary file to its final name. Each rename is atomic; if one fails, the
+  // temporary files not renamed yet are removed and Error(Io) names the file.
+  std::map<LoopFormat, fs::path> commit() {
+    std::map<LoopFormat, fs::path> done;
+    for (const auto &e : entries_) {
+      std::error_code ec;
+      if (!fs::exists(e.temporary, ec))
+        throw Error(ErrorKind::Io,
+                    "the loop pipeline ended without writing " + e.final_path.string());
+      fs::rename(e.temporary, e.final_path, ec);
+      if (ec)
+        throw Error(ErrorKind::Io, "cannot move the finished " + e.final_path.filename().string() +
+                                       " into place at " + e.final_path.string() + ": " +
+                                       ec.message());
+      done[e.format] = e.final_path;
+    }
+    entries_.clear();
+    return done;
+  }
+
+private:
+  struct Entry {
+    LoopFormat format;
+    fs::path final_path;
+    fs::path temporary;
+  };
+  fs::path dir_;
+  std::string token_;
+  std::vector<Entry> entries_;
+};
+
+// Reports progress to the caller: never decreasing, and 100 only once the outputs are in place.
+class ProgressReporter {
+public:
+  explicit ProgressReporter(const LoopProgress &fn) : fn_(fn) {}
+  void report(double percent) {
+    percent = std::clamp(percent, 0.0, 100.0);
+    if (!fn_ || percent <= last_)
+      return;
+    last_ = percent;
+    fn_(percent);
+  }
+
+private:
+  const LoopProgress &fn_;
+  double last_ = -1;
+};
+
+// Removes a cancel callback when it goes out of scope, before what it captures is destroyed.
+class CancelCallback {
+public:
+  CancelCallback(const CancelToken &token, std::function<void()> fn)
+      : token_(token), id_(token.add_callback(std::move(fn))) {}
+  ~CancelCallback() { token_.remove_callback(id_); }
+  CancelCallback(const CancelCallback &) = delete;
+  CancelCallback &operator=(const CancelCallback &) = delete;
+
+private:
+  const CancelToken &token_;
+  int id_;
+};
+
+[[noreturn]] void throw_cancelled(const fs::path &input) {
+  throw Error(ErrorKind::Cancelled, "making the loop of " + input.string() + " was cancelled");
+}
+
+// The frame count the probe gives for the video, when it is consistent with the duration and
+// frame rate (a constant-rate clip whose every packet is a frame); 0 when unsure.
+std::uint64_t probed_frames(const MediaStreamInfo &video) {
+  if (video.packets <= 0 || video.fps <= 0 || video.duration_s <= 0)
+    return 0;
+  const double expected = video.duration_s * video.fps;
+  return std::abs(static_cast<double>(video.packets) - expected) <= 1.5
+             ? static_cast<std::uint64_t>(video.packets)
+             : 0;
+}
+
+enum class RunEnd { Done, FrameCountMismatch };
+
+// One run of the pipeline to its end. Throws for cancellation and errors (other than a wrong
+// frame count, which the caller answers by running again without it).
+RunEnd run_pipeline(const PipelineFile &file, const std::map<std::string, std::string> &values,
+                    const fs::path &input, const CancelToken &cancel, ProgressReporter &progress) {
+  if (cancel.cancelled())
+    throw_cancelled(input);
+  std::unique_ptr<Pipeline> pipeline = Pipeline::from_file(file, values);
+  // abort() is thread-safe: a cancel from any thread tears the pipeline down at once (the
+  // outputs are discarded, so there is no point in draining it with EOS).
+  CancelCallback on_cancel(cancel, [p = pipeline.get()] { p->abort(); });
+  pipeline->start();
+  std::optional<events::Error> error;
+  bool eos = false;
+  // Returns true for the run's last event.
+  auto handle = [&](const Event &event) {
+    if (const auto *p = std::get_if<events::Progress>(&event)) {
+      // 100 is reported once the files are in place; the muxers still finish after videoloop.
+      if (p->source == kLoopElement && p->percent >= 0)
+        progress.report(std::min(p->percent, 99));
+    } else if (const auto *e = std::get_if<events::Error>(&event)) {
+      if (!error)
+        error = *e;
+    } else if (std::holds_alternative<events::Eos>(event)) {
+      eos = true;
+    }
+    return is_terminal(event);
+  };
+  for (;;) {
+    if (cancel.cancelled())
+      pipeline->abort();
+    if (std::optional<Event> event = pipeline->wait_event(kPollInterval)) {
+      if (handle(*event))
+        break;
+    } else if (pipeline->finished()) {
+      // The terminal event may have been queued just after the wait timed out.
+      while (std::optional<Event> rest = pipeline->wait_event(0ms))
+        handle(*rest);
+      break;
+    }
+  }
+  if (cancel.cancelled())
+    throw_cancelled(input);
+  if (error) {
+    if (auto it = error->details.find("reason");
+        it != error->details.end() && it->second == "frame-count-mismatch")
+      return RunEnd::FrameCountMismatch;
+    throw Error(error->kind, "making the loop of " + input.string() +
+                                 " failed: " + (error->source.empty() ? "" : error->source + ": ") +
+                                 error->message);
+  }
+  if (!eos)
+    throw Error(ErrorKind::Internal,
+                "making the loop of " + input.string() + " stopped before the end of the clip");
+  return RunEnd::Done;
+}
+
+} // namespace
+
+const char *to_string(LoopFormat format) noexcept {
+  return info_of(format).name;
+}
+
+const char *file_name(LoopFormat format) noexcept {
+  return info_of(format).file;
+}
+
+std::vector<LoopFormat> parse_loop_formats(const std::string &list) {
+  std::vector<LoopFormat> out;
+  std::size_t start = 0;
+  while (start <= list.size()) {
+    const std::size_t end = std::min(list.find(',', start), list.size());
+    const std::string name = list.substr(start, end - start);
+    const FormatInfo *found = nullptr;
+    for (const auto &f : kFormats)
+      if (name == f.name)
+        found = &f;
+    if (!found)
+      throw Error(ErrorKind::InvalidArgument,
+                  "unknown loop format \"" + name + "\" (choose from mp4, webm, poster)");
+    if (std::find(out.begin(), out.end(), found->format) == out.end())
+      out.push_back(found->format);
+    start = end + 1;
+  }
+  return out;
+}
+
+LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
+                     const LoopProgress &progress_fn) {
+  if (request.formats.empty())
+    throw Error(ErrorKind::InvalidArgument,
+                "no loop format to write (choose from mp4, webm, poster)");
+  if (request.crossfade < kMinCrossfade || request.crossfade > kMaxCrossfade)
+    throw Error(ErrorKind::InvalidArgument,
+                "the crossfade must be between 40 ms and 60 s, not " +
+                    seconds_text(std::chrono::duration<double>(request.crossfade).count()));
+  if (request.height < 0 || request.height > kMaxHeight)
+    throw Error(ErrorKind::InvalidArgument,
+                "the output height must be 0 (the input's) to 4320 pixels, not " +
+                    std::to_string(request.height));
+  if (cancel.cancelled())
+    throw_cancelled(request.input);
+
+  LoopResult result;
+  // libavformat reads every packet: a truncated or non-video file fails here, before any work.
+  result.input = probe_media(request.input);
+  if (!result.input.video())
+    throw Error(ErrorKind::InvalidArgument, request.input.string() + " has no video to loop");
+  const MediaStreamInfo &video = *result.input.video();
+  const double crossfade_s = std::chrono::duration<double>(request.crossfade).count();
+  const double clip_s = video.duration_s > 0 ? video.duration_s : result.input.duration_s;
+  const std::uint64_t frames = probed_frames(video);
+  const double frame_s = video.fps > 0 ? 1.0 / video.fps : 0;
+  const double crossfade_rounded_s =
+      frame_s > 0 ? std::max(1.0, std::round(crossfade_s / frame_s)) * frame_s : crossfade_s;
+  if (clip_s + frame_s / 2 < 2 * crossfade_rounded_s)
+    throw Error(ErrorKind::InvalidArgument,
+                request.input.string() + " is " + seconds_text(clip_s) + " long; a crossfade of " +
+                    seconds_text(crossfade_rounded_s) + " needs a clip of at least " +
+                    seconds_text(2 * crossfade_rounded_s));
+  result.audio = result.input.audio() != nullptr;
+  result.duration_s = frames > 0 ? static_cast<double>(frames) * frame_s - crossfade_rounded_s
+                                 : clip_s - crossfade_rounded_s;
+
+  std::string formats;
+  TemporaryOutputs outputs(request.out_dir);
+  std::map<std::string, std::string> values = {
+      {"input", request.input.string()},
+      {"audio", result.audio ? "true" : "false"},
+      {"crossfade", std::to_string(request.crossfade.count()) + "ns"},
+      {"height", std::to_string(request.height)},
+      {"vp9-threads", std::to_string(std::clamp(
+                          request.threads ? request.threads : available_cpus(), 1u, kMaxThreads))},
+  };
+  for (LoopFormat f : request.formats) {
+    formats += (formats.empty() ? "" : ",") + std::string(to_string(f));
+    values[info_of(f).parameter] = outputs.add(f).string();
+  }
+  values["formats"] = formats;
+  if (request.h264_crf)
+    values["h264-crf"] = std::to_string(*request.h264_crf);
+  if (request.h264_preset)
+    values["h264-preset"] = *request.h264_preset;
+  if (request.vp9_crf)
+    values["vp9-crf"] = std::to_string(*request.vp9_crf);
+  values["frames"] = std::to_string(frames);
+  // Out-of-range quality values fail here, before the output directory is created.
+  const PipelineFile file = PipelineFile::load(PipelineFile::find("background-loop"));
+  file.validate(values);
+
+  std::error_code ec;
+  fs::create_directories(request.out_dir, ec);
+  if (ec || !fs::is_directory(request.out_dir))
+    throw Error(ErrorKind::Io, "cannot create the output directory " + request.out_dir.string() +
+                                   (ec ? ": " + ec.message() : ""));
+
+  ProgressReporter progress(progress_fn);
+  progress.report(0);
+  RunEnd end = run_pipeline(file, values, request.input, cancel, progress);
+  if (end == RunEnd::FrameCountMismatch) {
+    // The probe's count was wrong for GStreamer's decode (an edit list, a dropped frame):
+    // run again with videoloop's delay line, which needs no count.
+    outputs.discard();
+    values["frames"] = "0";
+    end = run_pipeline(file, values, request.input, cancel, progress);
+    if (end != RunEnd::Done)
+      throw Error(ErrorKind::Internal, "videoloop reported a wrong frame count without one");
+    result.duration_s = clip_s - crossfade_rounded_s;
+  } else {
+    result.used_frame_count = frames > 0;
+  }
+  if (cancel.cancelled())
+    throw_cancelled(request.input);
+  result.files = outputs.commit();
+  progress.report(100);
+  return result;
+}
+
+std::vector<std::filesystem::path>
+make_clip_loops(const std::filesystem::path &clip, const CancelToken &cancel,
+                const std::function<void(const std::string &)> &progress) {
+  LoopRequest request;
+  request.input = clip;
+  request.out_dir = clip.parent_path() / clip.stem();
+  int reported = -1;
+  const LoopResult result = make_loop(request, cancel, [&](double percent) {
+    const int step = static_cast<int>(percent) / 10 * 10;
+    if (!progress || step <= reported)
+      return;
+    reported = step;
+    progress("making the loop: " + std::to_string(step) + "%");
+  });
+  std::vector<std::filesystem::path> files;
+  for (const auto &[format, path] : result.files)
+    files.push_back(path);
+  return files;
+}
+
+} // namespace gemstream

@@ -1,0 +1,321 @@
+// gemstream::make_loop() (gemstream/loop.h) and `gemstream loop`: outputs probed (durations,
+// codecs, faststart, poster size), progress, cancellation and errors leaving no file behind,
+// and the seam of the loop the command line writes.
+#include "common/seam_metric.h"
+#include "pipelines/pipeline_test_util.h"
+
+#include <gemstream/error.h>
+#include <gemstream/loop.h>
+#include <gemstream/media_probe.h>
+#include <gemstream/pipeline.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <set>
+#include <string>
+#include <sys/wait.h>
+#include <thread>
+#include <vector>
+
+using namespace gemstream;
+using namespace gemstream::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr double kFrame = 1.0 / 24;
+
+std::set<std::string> files_in(const fs::path &dir) {
+  std::set<std::string> names;
+  if (fs::exists(dir))
+    for (const auto &e : fs::directory_iterator(dir))
+      names.insert(e.path().filename().string());
+  return names;
+}
+
+// Runs make_loop and expects it to throw an Error of `kind`; returns the message.
+std::string loop_error(const LoopRequest &request, ErrorKind kind, const CancelToken &cancel = {},
+                       const LoopProgress &progress = {}) {
+  try {
+    make_loop(request, cancel, progress);
+  } catch (const Error &e) {
+    EXPECT_EQ(e.kind(), kind) << e.what();
+    return e.message();
+  }
+  ADD_FAILURE() << "make_loop did not fail";
+  return {};
+}
+
+class MakeLoop : public ::testing::Test {
+protected:
+  static void SetUpTestSuite() {
+    if (!gst_is_initialized())
+      gst_init(nullptr, nullptr);
+    ASSERT_FALSE(find_gemstream_plugin().empty());
+  }
+  // A 3 s clip (72 frames) with a moving ball and a sine tone, 320x180 at 24 fps.
+  fs::path clip(int frames = 72, bool audio = true) {
+    const fs::path path =
+        dir_ / ("clip-" + std::to_string(frames) + (audio ? "-av" : "-v") + ".mp4");
+    if (!fs::exists(path)) {
+      EXPECT_EQ(make_clip(path, frames, audio), "");
+    }
+    return path;
+  }
+  LoopRequest request(const fs::path &input, const std::string &out = "out") {
+    LoopRequest r;
+    r.input = input;
+    r.out_dir = dir_ / out;
+    r.crossfade = 500ms;
+    r.h264_preset = "ultrafast";
+    return r;
+  }
+  TempDir dir_;
+};
+
+TEST_F(MakeLoop, WritesEveryFormatInPlaceWithTheLoopDuration) {
+  const LoopRequest req = request(clip());
+  std::vector<double> progress;
+  const LoopResult r = make_loop(req, {}, [&](double p) { progress.push_back(p); });
+
+  const fs::path out = req.out_dir;
+  ASSERT_EQ(r.files.size(), 3u);
+  EXPECT_EQ(r.files.at(LoopFormat::Mp4), out / "loop.mp4");
+  EXPECT_EQ(r.files.at(LoopFormat::Webm), out / "loop.webm");
+  EXPECT_EQ(r.files.at(LoopFormat::Poster), out / "poster.jpg");
+  EXPECT_EQ(files_in(out), (std::set<std::string>{"loop.mp4", "loop.webm", "poster.jpg"}));
+  EXPECT_TRUE(r.audio);
+  EXPECT_TRUE(r.used_frame_count);
+  EXPECT_NEAR(r.duration_s, 2.5, 1e-6); // 72 - 12 frames at 24 fps
+  EXPECT_NEAR(r.input.duration_s, 3.0, kFrame);
+
+  // Durations = input - crossfade; the audio ends with the video (AAC rounds up to a frame).
+  const gemstream::MediaInfo mp4 = probe_media(out / "loop.mp4");
+  ASSERT_NE(mp4.video(), nullptr);
+  EXPECT_EQ(mp4.video()->codec, "h264");
+  EXPECT_NEAR(mp4.video()->duration_s, 2.5, 1e-3);
+  EXPECT_EQ(mp4.video()->packets, 60);
+  ASSERT_NE(mp4.audio(), nullptr);
+  EXPECT_EQ(mp4.audio()->codec, "aac");
+  EXPECT_NEAR(mp4.audio()->duration_s, 2.5, 0.03);
+  // faststart: the index (moov) precedes the media data, so a browser can start at once.
+  const std::string bytes = slurp(out / "loop.mp4");
+  ASSERT_NE(bytes.find("moov"), std::string::npos);
+  EXPECT_LT(bytes.find("moov"), bytes.find("mdat"));
+
+  const gemstream::MediaInfo webm = probe_media(out / "loop.webm");
+  EXPECT_EQ(webm.mime_type, "video/webm");
+  ASSERT_NE(webm.video(), nullptr);
+  EXPECT_EQ(webm.video()->codec, "vp9");
+  EXPECT_EQ(webm.video()->packets, 60);
+  ASSERT_NE(webm.audio(), nullptr);
+  EXPECT_EQ(webm.audio()->codec, "opus");
+  EXPECT_NEAR(webm.duration_s, 2.5, 0.03);
+
+  const test::MediaInfo poster = probe(out / "poster.jpg");
+  ASSERT_TRUE(poster.ok);
+  EXPECT_TRUE(poster.image);
+  EXPECT_EQ(poster.width, 320);
+  EXPECT_EQ(poster.height, 180);
+  EXPECT_EQ(slurp(out / "poster.jpg").substr(0, 2), "\xff\xd8");
+
+  // Progress: from 0, never back, through the run, 100 once the files are in place.
+  ASSERT_GE(progress.size(), 10u);
+  EXPECT_EQ(progress.front(), 0);
+  EXPECT_EQ(progress.back(), 100);
+  EXPECT_TRUE(std::is_sorted(progress.begin(), progress.end()));
+  EXPECT_TRUE(
+      std::any_of(progress.begin(), progress.end(), [](double p) { return p > 40 && p < 60; }));
+}
+
+TEST_F(MakeLoop, ScalesASilentClipAndWritesOnlyTheFormatsAsked) {
+  LoopRequest req = request(clip(48, false));
+  req.formats = {LoopFormat::Webm, LoopFormat::Poster};
+  req.height = 90;
+  req.crossfade = 1s;
+  const LoopResult r = make_loop(req);
+  EXPECT_FALSE(r.audio);
+  EXPECT_EQ(files_in(req.out_dir), (std::set<std::string>{"loop.webm", "poster.jpg"}));
+  EXPECT_NEAR(r.duration_s, 1.0, 1e-6);
+  const gemstream::MediaInfo webm = probe_media(req.out_dir / "loop.webm");
+  ASSERT_NE(webm.video(), nullptr);
+  EXPECT_EQ(webm.video()->height, 90);
+  EXPECT_EQ(webm.video()->width, 160);
+  EXPECT_EQ(webm.video()->packets, 24);
+  EXPECT_EQ(webm.audio(), nullptr);
+  const test::MediaInfo poster = probe(req.out_dir / "poster.jpg");
+  EXPECT_EQ(poster.width, 160);
+  EXPECT_EQ(poster.height, 90);
+}
+
+TEST_F(MakeLoop, CancellingMidRunLeavesNoPartialFileAndKeepsEarlierOutputs) {
+  const LoopRequest req = request(clip());
+  fs::create_directories(req.out_dir);
+  write_file(req.out_dir / "loop.mp4", "an earlier loop");
+  CancelToken cancel;
+  std::vector<double> progress;
+  const std::string message = loop_error(req, ErrorKind::Cancelled, cancel, [&](double p) {
+    progress.push_back(p);
+    if (p >= 20)
+      cancel.cancel();
+  });
+  EXPECT_NE(message.find("cancelled"), std::string::npos) << message;
+  ASSERT_FALSE(progress.empty());
+  EXPECT_LT(progress.back(), 100);
+  EXPECT_EQ(files_in(req.out_dir), (std::set<std::string>{"loop.mp4"}));
+  EXPECT_EQ(slurp(req.out_dir / "loop.mp4"), "an earlier loop");
+}
+
+TEST_F(MakeLoop, CancellingFromAnotherThreadStopsPromptly) {
+  const LoopRequest req = request(clip(240)); // 10 s
+  CancelToken cancel;
+  std::atomic<bool> running{false};
+  std::thread canceller([&] {
+    while (!running.load())
+      std::this_thread::sleep_for(1ms);
+    cancel.cancel();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  double last = -1;
+  loop_error(req, ErrorKind::Cancelled, cancel, [&](double p) {
+    last = p;
+    if (p > 0)
+      running.store(true);
+  });
+  canceller.join();
+  EXPECT_LT(last, 100);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 20s);
+  EXPECT_TRUE(files_in(req.out_dir).empty()) << *files_in(req.out_dir).begin();
+}
+
+TEST_F(MakeLoop, AnAlreadyCancelledTokenDoesNoWork) {
+  const LoopRequest req = request(clip());
+  CancelToken cancel;
+  cancel.cancel();
+  loop_error(req, ErrorKind::Cancelled, cancel);
+  EXPECT_FALSE(fs::exists(req.out_dir));
+}
+
+TEST_F(MakeLoop, InvalidInputIsAClearErrorBeforeAnyWork) {
+  int calls = 0;
+  const LoopProgress count = [&](double) { ++calls; };
+
+  const fs::path truncated = dir_ / "truncated.mp4";
+  const std::string whole = slurp(clip());
+  write_file(truncated, whole.substr(0, whole.size() / 2));
+  std::string message = loop_error(request(truncated, "a"), ErrorKind::InvalidArgument, {}, count);
+  EXPECT_NE(message.find("truncated"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(dir_ / "a"));
+
+  const fs::path text = dir_ / "notes.mp4";
+  write_file(text, "not a video at all\n");
+  message = loop_error(request(text, "b"), ErrorKind::InvalidArgument, {}, count);
+  EXPECT_NE(message.find("notes.mp4"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(dir_ / "b"));
+
+  // 24 frames are 1 s: a 1 s crossfade needs 2 s.
+  LoopRequest short_clip = request(clip(24), "c");
+  short_clip.crossfade = 1s;
+  message = loop_error(short_clip, ErrorKind::InvalidArgument, {}, count);
+  EXPECT_NE(message.find("is 1.00 s long; a crossfade of 1.00 s needs a clip of at least 2.00 s"),
+            std::string::npos)
+      << message;
+  EXPECT_FALSE(fs::exists(dir_ / "c"));
+
+  LoopRequest none = request(clip(), "d");
+  none.formats.clear();
+  loop_error(none, ErrorKind::InvalidArgument, {}, count);
+  LoopRequest tiny = request(clip(), "e");
+  tiny.crossfade = 10ms;
+  message = loop_error(tiny, ErrorKind::InvalidArgument, {}, count);
+  EXPECT_NE(message.find("between 40 ms and 60 s"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(dir_ / "e"));
+  LoopRequest quality = request(clip(), "f");
+  quality.h264_crf = 99;
+  message = loop_error(quality, ErrorKind::InvalidArgument, {}, count);
+  EXPECT_NE(message.find("h264-crf"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(dir_ / "f"));
+  EXPECT_EQ(calls, 0);
+}
+
+TEST_F(MakeLoop, AWrongProbedFrameCountIsRetriedWithoutIt) {
+  // A stream copy that starts 1 frame in keeps the whole GOP and an edit list that hides the
+  // first frame: libavformat reads 72 packets for 2.96 s (a plausible count), GStreamer decodes
+  // 71 frames. videoloop reports the mismatch and make_loop runs again with its delay line.
+  const fs::path edited = dir_ / "edited.mp4";
+  const std::string cmd =
+      "ffmpeg -v error -y -ss 0.042 -i '" + clip().string() + "' -c copy '" + edited.string() + "'";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const LoopRequest req = request(edited);
+  std::vector<double> progress;
+  const LoopResult r = make_loop(req, {}, [&](double p) { progress.push_back(p); });
+  EXPECT_EQ(r.input.video()->packets, 72);
+  EXPECT_FALSE(r.used_frame_count);
+  EXPECT_EQ(files_in(req.out_dir), (std::set<std::string>{"loop.mp4", "loop.webm", "poster.jpg"}));
+  const gemstream::MediaInfo mp4 = probe_media(req.out_dir / "loop.mp4");
+  EXPECT_EQ(mp4.video()->packets, 71 - 12);
+  EXPECT_NEAR(r.duration_s, mp4.video()->duration_s, kFrame);
+  EXPECT_TRUE(std::is_sorted(progress.begin(), progress.end()));
+  EXPECT_EQ(progress.back(), 100);
+}
+
+TEST_F(MakeLoop, AnUnwritableOutputDirectoryIsAnIoError) {
+  write_file(dir_ / "occupied", "a file where the directory should be");
+  LoopRequest req = request(clip());
+  req.out_dir = dir_ / "occupied" / "loop";
+  const std::string message = loop_error(req, ErrorKind::Io);
+  EXPECT_NE(message.find("cannot create the output directory"), std::string::npos) << message;
+}
+
+TEST(LoopFormats, ParseNamesInAnyOrderOnce) {
+  EXPECT_EQ(parse_loop_formats("poster,mp4,mp4"),
+            (std::vector<LoopFormat>{LoopFormat::Poster, LoopFormat::Mp4}));
+  EXPECT_EQ(parse_loop_formats("webm"), std::vector<LoopFormat>{LoopFormat::Webm});
+  for (const char *bad : {"gif", "", "mp4,,webm", "MP4"}) {
+    try {
+      parse_loop_formats(bad);
+      ADD_FAILURE() << bad;
+    } catch (const Error &e) {
+      EXPECT_EQ(e.kind(), ErrorKind::InvalidArgument);
+      EXPECT_NE(e.message().find("choose from mp4, webm, poster"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_STREQ(to_string(LoopFormat::Webm), "webm");
+  EXPECT_STREQ(file_name(LoopFormat::Poster), "poster.jpg");
+}
+
+// `gemstream loop`, as a person runs it: the MP4 it writes, decoded, steps from its last frame
+// to its first no more than between ordinary neighbouring frames.
+TEST_F(MakeLoop, TheCommandLineLoopHasNoSeam) {
+  const fs::path input = clip(96);
+  const fs::path out = dir_ / "cli";
+  const std::string cmd = std::string(GEMSTREAM_CLI) + " loop '" + input.string() + "' --out '" +
+                          out.string() + "' --formats mp4 --crossfade 1s 2>&1";
+  FILE *p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string output;
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), p))
+    output.append(buf.data(), n);
+  const int status = pclose(p);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
+  EXPECT_NE(output.find("mp4: " + (out / "loop.mp4").string()), std::string::npos) << output;
+
+  const SeamReport loop = measure_seam((out / "loop.mp4").string());
+  ASSERT_EQ(loop.frames, 72);
+  EXPECT_GT(loop.median_step_mad, 0.5); // the ball moves in every frame
+  EXPECT_LE(loop.seam_mad, loop.max_step_mad);
+  EXPECT_LE(loop.seam_mad, 1.5 * loop.median_step_mad)
+      << "seam " << loop.seam_mad << " vs median step " << loop.median_step_mad;
+
+  // The metric can fail: the clip itself, played in a loop, jumps.
+  const SeamReport raw = measure_seam(input.string());
+  EXPECT_GT(raw.seam_mad, 3 * raw.median_step_mad)
+      << "seam " << raw.seam_mad << " vs median step " << raw.median_step_mad;
+}
+
+} // namespace
