@@ -560,9 +560,10 @@ std::shared_ptr<gemstream::LiveToolBridge> current_tools(GemGeminiLiveSink *self
   return self->impl->tools;
 }
 
-// The model produced something for its turn: the turn is in progress.
-void note_model_activity(GemGeminiLiveSink *self) {
-  if (auto tools = current_tools(self))
+// The model produced something for its turn (or the user's speech was transcribed, which
+// `from_model` tells apart): the turn is in progress.
+void note_model_activity(GemGeminiLiveSink *self, bool from_model = true) {
+  if (auto tools = from_model ? current_tools(self) : nullptr)
     tools->model_output();
   GemGeminiLiveSinkImpl *impl = self->impl;
   std::lock_guard guard(impl->lock);
@@ -575,7 +576,7 @@ void note_model_activity(GemGeminiLiveSink *self) {
 
 void on_transcription(GemGeminiLiveSink *self, const char *direction, const std::string &text,
                       bool finished) {
-  note_model_activity(self);
+  note_model_activity(self, std::string_view(direction) == "output");
   GST_LOG_OBJECT(self, "%s transcription: %s%s", direction, text.c_str(),
                  finished ? " (finished)" : "");
   post_element_message(self, gst_structure_new("gemstream-live-transcript", "direction",

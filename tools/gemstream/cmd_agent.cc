@@ -145,6 +145,7 @@ int cmd_agent(const std::vector<std::string> &argv) {
   config.session_resumption = true;
   tools.declare(config);
 
+  std::shared_ptr<LiveSession> session; // set before it connects; the callbacks use it
   LiveCallbacks cb;
   cb.on_output_transcription = [&](const std::string &text, bool) {
     tools.model_output();
@@ -170,7 +171,13 @@ int cmd_agent(const std::vector<std::string> &argv) {
         conv.tool_calls.push_back(
             {{"id", c.id}, {"name", c.name}, {"args", json::parse(c.args_json, nullptr, false)}});
     }
-    tools.handle(calls); // every declared function is a capability
+    // Every declared function is a capability; anything else gets an error, not silence.
+    std::vector<LiveFunctionResponse> unknown;
+    for (const auto &c : tools.handle(calls))
+      unknown.push_back({c.id, c.name,
+                         json{{"error", "there is no function called " + c.name}}.dump()});
+    if (!unknown.empty())
+      session->send_tool_response(unknown);
   };
   cb.on_tool_call_cancellation = [&](const std::vector<std::string> &ids) { tools.cancel(ids); };
   cb.on_turn_complete = [&](const std::string &) {
@@ -188,7 +195,7 @@ int cmd_agent(const std::vector<std::string> &argv) {
     std::fprintf(stderr, "warning: %s\n", message.c_str());
   };
 
-  auto session = std::make_shared<LiveSession>(endpoint, config, cb);
+  session = std::make_shared<LiveSession>(endpoint, config, cb);
   tools.attach(session);
   session->connect();
 
