@@ -10,14 +10,15 @@ packages=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   libwebsockets-dev libssl-dev libopus-dev
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
-  nlohmann-json3-dev libcurl4-openssl-dev libsqlite3-dev
+  nlohmann-json3-dev libcurl4-openssl-dev libsqlite3-dev libhiredis-dev
   # runtime: the elements our pipelines link with, and the tools
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   flite flite1-dev pocketsphinx libpocketsphinx-dev pocketsphinx-en-us
   ffmpeg ca-certificates
-  # tests (openssl: a self-signed certificate for the gateway's TLS test)
-  libgtest-dev libgmock-dev openssl
+  # tests (openssl: a self-signed certificate for the gateway's TLS test; redis-server: the
+  # gateway's shared job store)
+  libgtest-dev libgmock-dev openssl redis-server
 )
 
 missing=()

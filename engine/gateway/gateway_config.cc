@@ -160,6 +160,12 @@ void parse_tokens(const Validator &v, ObjectReader &auth, GatewayConfig &cfg) {
 
 } // namespace
 
+std::unique_ptr<JobStore> open_job_store(const GatewayConfig &config) {
+  if (!config.redis_url.empty())
+    return open_redis_job_store(config.redis_url, config.redis_prefix);
+  return open_sqlite_job_store(config.database);
+}
+
 std::string token_sha256_hex(std::string_view token) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
@@ -194,8 +200,8 @@ GatewayConfig GatewayConfig::parse(const std::string &json_text, const std::file
   const Validator v(name.string());
   const json doc = parse_document(v, json_text);
   ObjectReader root(v, doc, "");
-  allow_all(root, {"version", "listen", "tls", "auth", "media", "database", "ledger", "queue",
-                   "budget", "loop", "comment"});
+  allow_all(root, {"version", "listen", "tls", "auth", "media", "database", "store", "ledger",
+                   "queue", "budget", "loop", "comment"});
   GatewayConfig cfg;
   cfg.source = name;
 
@@ -247,7 +253,24 @@ GatewayConfig GatewayConfig::parse(const std::string &json_text, const std::file
     media.finish();
   }
 
-  cfg.database = resolve(base_dir, root.string("database"));
+  if (root.has("store")) {
+    ObjectReader store = root.object("store");
+    allow_all(store, {"redis", "prefix"});
+    cfg.redis_url = store.string("redis");
+    if (cfg.redis_url.rfind("redis://", 0) != 0)
+      v.fail(store.pointer_of("redis"),
+             "expected a URL redis://[[user]:password@]host[:port][/db]");
+    if (store.has("prefix")) {
+      cfg.redis_prefix = store.string("prefix");
+      if (cfg.redis_prefix.size() > 200)
+        v.fail(store.pointer_of("prefix"),
+               "must be at most 200 characters (every key of the job store starts with it)");
+    }
+    store.finish();
+  }
+  // With a Redis store the SQLite file is not used, so it is optional.
+  if (cfg.redis_url.empty() || root.has("database"))
+    cfg.database = resolve(base_dir, root.string("database"));
   if (root.has("ledger"))
     cfg.ledger = resolve(base_dir, root.string("ledger"));
 

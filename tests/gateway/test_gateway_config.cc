@@ -150,6 +150,46 @@ TEST(GatewayConfig, ErrorsNameTheFileAndTheJsonPointer) {
   }
 }
 
+TEST(GatewayConfig, RedisStoreReplacesTheDatabase) {
+  json doc = minimal();
+  doc.erase("database");
+  EXPECT_EQ(config_error(doc), "gw.json: /database: missing required field");
+  doc["store"] = {{"redis", "redis://10.0.0.5:6380/2"}};
+  GatewayConfig c = GatewayConfig::parse(doc.dump(), "gw.json", "/srv/gw");
+  EXPECT_EQ(c.redis_url, "redis://10.0.0.5:6380/2");
+  EXPECT_EQ(c.redis_prefix, "gemstream:");
+  EXPECT_TRUE(c.database.empty());
+  doc["store"]["prefix"] = "kiosks:";
+  EXPECT_EQ(GatewayConfig::parse(doc.dump(), "gw.json", "/srv/gw").redis_prefix, "kiosks:");
+  EXPECT_TRUE(GatewayConfig::parse(minimal().dump(), "gw.json", "/srv/gw").redis_url.empty());
+  {
+    json d = doc;
+    d["store"]["redis"] = "http://u:hunter2-pass@10.0.0.5";
+    const std::string e = config_error(d);
+    EXPECT_NE(e.find("gw.json: /store/redis: expected a URL redis://"), std::string::npos) << e;
+    EXPECT_EQ(e.find("hunter2"), std::string::npos) << "the password stays out of errors";
+  }
+  {
+    json d = doc;
+    d["store"]["prefix"] = "";
+    EXPECT_EQ(config_error(d), "gw.json: /store/prefix: must not be empty");
+    d["store"]["prefix"] = std::string(201, 'p');
+    EXPECT_NE(config_error(d).find("gw.json: /store/prefix: must be at most 200 characters"),
+              std::string::npos);
+  }
+  {
+    json d = doc;
+    d["store"]["sentinel"] = true;
+    EXPECT_NE(config_error(d).find("gw.json: /store/sentinel:"), std::string::npos)
+        << config_error(d);
+  }
+  {
+    json d = doc;
+    d["store"].erase("redis");
+    EXPECT_EQ(config_error(d), "gw.json: /store/redis: missing required field");
+  }
+}
+
 TEST(GatewayConfig, TheExampleFileIsValid) {
   const GatewayConfig c =
       GatewayConfig::load(fs::path(GEMSTREAM_SOURCE_DIR) / "config" / "gateway.example.json");

@@ -1,7 +1,9 @@
 // `gemstream serve` as a process: killed with SIGKILL while a job polls its Veo operation, a new
 // gateway on the same database finishes the job once the lease runs out, without a second
-// predictLongRunning, and makes the loop outputs with the background-loop pipeline file.
+// predictLongRunning, and makes the loop outputs with the background-loop pipeline file. Two
+// gateways on one Redis job store share the queue and survive one of them being killed.
 #include "gateway_test_util.h"
+#include "redis_test_util.h"
 
 #include <gemstream/job_store.h>
 #include <gemstream/media_probe.h>
@@ -191,6 +193,154 @@ TEST(GatewayProcess, KilledMidJobLosesNothingAndPaysOnce) {
   EXPECT_EQ(entries[0].request_id, operation);
   EXPECT_EQ(entries[0].user, "alice");
   EXPECT_EQ(second.terminate(), 0) << slurp(log);
+}
+
+// The worker id a `gemstream serve` process logged when it started listening.
+std::string worker_of(const fs::path &log) {
+  const std::string text = slurp(log);
+  const std::string marker = "(job worker ";
+  const auto at = text.find(marker);
+  if (at == std::string::npos)
+    return {};
+  const auto start = at + marker.size();
+  return text.substr(start, text.find(')', start) - start);
+}
+
+bool logged(const fs::path &log, const std::string &text) {
+  return slurp(log).find(text) != std::string::npos;
+}
+
+template <typename Predicate> bool wait_until(Predicate done, seconds timeout = seconds(30)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline)
+      return false;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  return true;
+}
+
+TEST(GatewayProcess, TwoGatewaysShareARedisQueueAndSurviveOneBeingKilled) {
+  const auto redis_binary = find_redis_server();
+  if (!redis_binary)
+    GTEST_SKIP() << "redis-server is not installed (tools/setup.sh installs it)";
+  RedisServer redis(*redis_binary);
+  TempDir dir;
+  LocalBackendOptions bo;
+  bo.polls_until_done = 1000000;
+  LocalBackend backend(bo);
+  backend.start();
+  // One media directory and ledger (shared storage in a real deployment), one Redis queue. The
+  // concurrency limit counts the jobs of every worker: A stops claiming at 2, B at 4.
+  const json store = {{"redis", redis.url(1)}, {"prefix", "gw-test:"}};
+  const fs::path config_a = write_config(
+      dir.path(),
+      {{"store", store},
+       {"queue", {{"lease_seconds", 1}, {"concurrency", 2}, {"jobs_per_minute", 100}}}});
+  const fs::path config_b = dir.path() / "gateway-b.json";
+  {
+    json b = json::parse(slurp(config_a));
+    b["queue"]["concurrency"] = 4;
+    b.erase("database");
+    write_file(config_b, b.dump(2));
+  }
+  auto store_view = gateway::open_redis_job_store(redis.url(1), "gw-test:");
+  const fs::path log_a = dir.path() / "a.log", log_b = dir.path() / "b.log";
+  auto submit = [&](const std::string &base_url, int n) {
+    const HttpResult accepted =
+        call("POST", base_url + "/api/v1/media/generate-video",
+             R"({"description":"lighthouse at dusk, take )" + std::to_string(n) + R"("})");
+    EXPECT_EQ(accepted.status, 202) << accepted.body;
+    return accepted.status == 202 ? accepted.json_body()["jobId"].get<std::string>()
+                                  : std::string();
+  };
+  auto holder = [&](const std::string &id) {
+    const auto job = store_view->get(id);
+    return job ? job->lease_owner : std::string();
+  };
+
+  auto a = std::make_unique<ServeProcess>(config_a, backend.base_url(), log_a);
+  ASSERT_FALSE(a->url().empty()) << slurp(log_a);
+  const std::string worker_a = worker_of(log_a);
+  ASSERT_FALSE(worker_a.empty()) << slurp(log_a);
+
+  // A alone takes the first two jobs and reaches its limit; B, started next, takes the two
+  // that follow although they are submitted to A.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2; ++i)
+    ids.push_back(submit(a->url(), i));
+  ASSERT_TRUE(wait_until([&] { return count(backend, ":predictLongRunning") == 2; }))
+      << slurp(log_a);
+  auto b = std::make_unique<ServeProcess>(config_b, backend.base_url(), log_b);
+  ASSERT_FALSE(b->url().empty()) << slurp(log_b);
+  const std::string worker_b = worker_of(log_b);
+  ASSERT_FALSE(worker_b.empty());
+  ASSERT_NE(worker_a, worker_b);
+  for (int i = 2; i < 4; ++i)
+    ids.push_back(submit(a->url(), i));
+  ASSERT_TRUE(wait_until([&] { return count(backend, ":predictLongRunning") == 4; }))
+      << slurp(log_a) << slurp(log_b);
+  EXPECT_EQ(holder(ids[0]), worker_a);
+  EXPECT_EQ(holder(ids[1]), worker_a);
+  EXPECT_EQ(holder(ids[2]), worker_b);
+  EXPECT_EQ(holder(ids[3]), worker_b);
+
+  backend.set_polls_until_done(1);
+  for (const auto &id : ids)
+    ASSERT_TRUE(wait_until([&] {
+      return store_view->get(id)->state == gateway::JobState::Succeeded;
+    })) << id
+        << "\n"
+        << slurp(log_a) << slurp(log_b);
+  EXPECT_TRUE(logged(log_a, "job " + ids[0] + ": done"));
+  EXPECT_TRUE(logged(log_a, "job " + ids[1] + ": done"));
+  EXPECT_TRUE(logged(log_b, "job " + ids[2] + ": done"));
+  EXPECT_TRUE(logged(log_b, "job " + ids[3] + ": done"));
+  // A job B finished, read through A: both see one queue.
+  const json seen = call("GET", a->url() + "/api/v1/media/jobs/" + ids[3]).json_body();
+  EXPECT_EQ(seen.value("state", ""), "succeeded") << seen.dump();
+
+  // Two more jobs start; the gateway holding the first is killed mid-job.
+  backend.set_polls_until_done(1000000);
+  for (int i = 4; i < 6; ++i)
+    ids.push_back(submit(a->url(), i));
+  ASSERT_TRUE(wait_until([&] { return count(backend, ":predictLongRunning") == 6; }))
+      << slurp(log_a) << slurp(log_b);
+  ASSERT_TRUE(wait_until([&] { return !store_view->get(ids[4])->operation.empty(); }));
+  const bool kill_a = holder(ids[4]) == worker_a;
+  ASSERT_TRUE(kill_a || holder(ids[4]) == worker_b) << holder(ids[4]);
+  std::unique_ptr<ServeProcess> &victim = kill_a ? a : b;
+  std::unique_ptr<ServeProcess> &survivor = kill_a ? b : a;
+  const fs::path survivor_log = kill_a ? log_b : log_a;
+  victim->kill_hard();
+  victim.reset();
+
+  backend.set_polls_until_done(1);
+  json done;
+  for (std::size_t i = 4; i < ids.size(); ++i) {
+    ASSERT_TRUE(wait_until(
+        [&] {
+          done = call("GET", survivor->url() + "/api/v1/media/jobs/" + ids[i]).json_body();
+          return done.value("state", "") == "succeeded";
+        },
+        seconds(60)))
+        << done.dump() << "\n"
+        << slurp(survivor_log);
+  }
+  EXPECT_TRUE(logged(survivor_log, "job " + ids[4] + ": resuming")) << slurp(survivor_log);
+  EXPECT_EQ(store_view->get(ids[4])->attempts, 2) << "the killed attempt counts";
+  EXPECT_EQ(count(backend, ":predictLongRunning"), 6)
+      << "one operation per job, none started twice";
+  for (const auto &id : ids) {
+    const auto job = store_view->get(id);
+    EXPECT_EQ(job->state, gateway::JobState::Succeeded) << id;
+    const MediaInfo clip = probe_media(dir.path() / "media" / "videos" / "alice" / id / "clip.mp4");
+    EXPECT_NE(clip.video(), nullptr) << id;
+  }
+  CostLedger ledger(dir.path() / "ledger.sqlite");
+  EXPECT_EQ(ledger.entries().size(), ids.size()) << "each job charged once";
+  EXPECT_EQ(store_view->unfinished_count("alice"), 0u);
+  EXPECT_EQ(survivor->terminate(), 0) << slurp(survivor_log);
 }
 
 TEST(GatewayProcess, RefusesABadConfigurationNamingTheField) {

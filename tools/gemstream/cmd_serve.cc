@@ -60,8 +60,10 @@ const char *const kServeUsage =
     "notifications, generated media under /media/. FILE is a gateway configuration (see\n"
     "config/gateway.example.json); the options override its values. Prints the base URL on\n"
     "stdout once listening (--port 0 picks a free port). SIGINT/SIGTERM stop it: running jobs\n"
-    "are handed back to the job store and resume at the next start. --hash-token prints the\n"
-    "token_sha256 to store in the configuration instead of the token (- reads it from stdin).";
+    "are handed back to the job store and resume at the next start. With \"store\": {\"redis\":\n"
+    "URL} in FILE the job queue is on that Redis server, shared by every gateway configured\n"
+    "with it (--db then does not apply). --hash-token prints the token_sha256 to store in the\n"
+    "configuration instead of the token (- reads it from stdin).";
 
 int cmd_serve(const std::vector<std::string> &argv) {
   Args args(argv, {"config", "port", "bind", "media-dir", "db", "ledger", "hash-token"}, {"quiet"});
@@ -99,6 +101,7 @@ int cmd_serve(const std::vector<std::string> &argv) {
     config.ledger = *ledger;
 
   gateway::GatewayOptions options;
+  options.store = gateway::open_job_store(config);
   options.post_process = make_loop_outputs;
   options.access_log = !args.has_flag("quiet");
   gateway::Gateway gateway(std::move(config), std::move(options));

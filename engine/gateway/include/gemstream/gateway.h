@@ -64,8 +64,12 @@ struct GEMSTREAM_GATEWAY_API GatewayConfig {
   // false: /media/{covers,videos}/USER/... need the bearer token of USER.
   bool media_public = true;
   std::uint64_t max_upload_bytes = 100ull * 1000 * 1000;
-  std::filesystem::path database; // the job store
-  std::filesystem::path ledger;   // empty: CostLedger::default_path()
+  std::filesystem::path database; // the SQLite job store; unused when redis_url is set
+  // "store": {"redis": URL, "prefix": P}: the job store is a Redis server shared by every
+  // gateway configured with the same URL and prefix (open_redis_job_store()).
+  std::string redis_url;
+  std::string redis_prefix = "gemstream:";
+  std::filesystem::path ledger; // empty: CostLedger::default_path()
   int concurrency = 2;
   int jobs_per_minute = 10;
   // Veo polling; zero: poll_interval_seconds of config/media_generation.json.
@@ -88,6 +92,10 @@ struct GEMSTREAM_GATEWAY_API GatewayConfig {
   // The user of a bearer token, comparing SHA-256 digests in constant time; nullopt if unknown.
   std::optional<std::string> user_for_token(std::string_view token) const;
 };
+
+// The job store a configuration names: Redis when redis_url is set, else the SQLite file
+// `database`. Throws as open_redis_job_store() / open_sqlite_job_store() do.
+GEMSTREAM_GATEWAY_API std::unique_ptr<JobStore> open_job_store(const GatewayConfig &config);
 
 // SHA-256 of a token, as "token_sha256" in the configuration holds it (hex).
 GEMSTREAM_GATEWAY_API std::string token_sha256_hex(std::string_view token);

@@ -13,7 +13,7 @@
 // set_operation() returning; Veo offers no idempotency key to close it.
 //
 // Implementations: open_sqlite_job_store() (one file, WAL, shared by the processes of one
-// machine); a Redis store for several machines implements the same interface.
+// machine); open_redis_job_store() (a Redis server, shared by the gateways of several machines).
 #pragma once
 
 #include <chrono>
@@ -116,6 +116,17 @@ public:
 // job store.
 GEMSTREAM_GATEWAY_API std::unique_ptr<JobStore>
 open_sqlite_job_store(const std::filesystem::path &path);
+
+// A Redis server: every job is a hash under `prefix`; claim() and the lease-guarded writes are
+// Lua scripts, so they are atomic across every gateway sharing the server. `url` is
+// redis://[[user]:password@]host[:port][/db] (port 6379, db 0 by default). Durability is the
+// server's (appendonly with fsync for a kill -9 of the server to lose nothing). Connects at
+// once; throws Error(Config) for a malformed URL, Error(Io) naming host, port and db (never the
+// password) when the server is unreachable or refuses, Error(Config) when `prefix` holds
+// something that is not a gemstream job store. A call that loses the connection throws Error(Io)
+// and the next call reconnects.
+GEMSTREAM_GATEWAY_API std::unique_ptr<JobStore> open_redis_job_store(const std::string &url,
+                                                                     const std::string &prefix);
 
 // "job_" + 32 random hex digits from the system's CSPRNG.
 GEMSTREAM_GATEWAY_API std::string new_job_id();
