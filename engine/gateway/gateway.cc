@@ -14,6 +14,7 @@
 #include "media_files.h"
 #include "multipart.h"
 #include "notifications.h"
+#include "redis_notifications.h"
 
 extern "C" {
 #include <libavformat/avformat.h>
@@ -245,6 +246,9 @@ struct Gateway::Impl {
   std::unique_ptr<Server> server;
   std::shared_ptr<NotificationHub> hub;
   std::unique_ptr<JobRunner> runner;
+  // With the Redis store: the other gateways' events for this one's sockets, and this one's
+  // for theirs. Declared after `hub` and `server`, which it delivers to.
+  std::unique_ptr<RedisNotificationBus> bus;
   CancelToken requests; // every in-flight request; cancelled by stop()
   bool started = false;
 };
@@ -297,9 +301,18 @@ Gateway::Impl::Impl(GatewayConfig c, GatewayOptions o)
                             const std::string &what) {
     check_budget(owner, nanos, reserved, what);
   };
-  ctx.notify = [this](const std::string &owner, const json &event) { hub->publish(owner, event); };
+  ctx.notify = [this](const std::string &owner, const json &event) {
+    hub->publish(owner, event);
+    if (bus)
+      bus->publish(owner, event);
+  };
   ctx.log = [this](const std::string &line) { log(line); };
   runner = std::make_unique<JobRunner>(std::move(ctx), options.claim_interval);
+  if (!config.redis_url.empty())
+    bus = std::make_unique<RedisNotificationBus>(
+        config.redis_url, config.redis_prefix, runner->worker_id(),
+        [this](const std::string &owner, const json &event) { hub->publish(owner, event); },
+        [this](const std::string &line) { log(line); });
 }
 
 void Gateway::Impl::add_routes() {
@@ -762,6 +775,8 @@ void Gateway::start() {
     return;
   impl_->requests.reset();
   impl_->server->start();
+  if (impl_->bus)
+    impl_->bus->start();
   impl_->runner->start();
   impl_->started = true;
   impl_->log("listening on " + impl_->server->base_url() + " (job worker " +
@@ -773,6 +788,8 @@ void Gateway::stop() {
     return;
   impl_->requests.cancel();
   impl_->runner->stop();
+  if (impl_->bus)
+    impl_->bus->stop();
   impl_->server->stop();
   impl_->started = false;
 }

@@ -11,6 +11,7 @@
 #include "gemstream/job_store.h"
 
 #include "gemstream/error.h"
+#include "redis_connection.h"
 
 #include <hiredis/hiredis.h>
 
@@ -145,85 +146,7 @@ end
 return out
 )lua";
 
-struct ContextFree {
-  void operator()(redisContext *c) const noexcept { redisFree(c); }
-};
-struct ReplyFree {
-  void operator()(redisReply *r) const noexcept { freeReplyObject(r); }
-};
-using Reply = std::unique_ptr<redisReply, ReplyFree>;
-
-struct RedisUrl {
-  std::string host;
-  int port = 6379;
-  int db = 0;
-  std::string user;
-  std::string password;
-  std::string display; // without the credentials, for messages
-};
-
-RedisUrl parse_url(const std::string &url) {
-  constexpr std::string_view kScheme = "redis://";
-  auto bad = [](const std::string &why) {
-    return Error(ErrorKind::Config,
-                 "job store: " + why + " (expected redis://[[user]:password@]host[:port][/db])");
-  };
-  if (url.rfind(kScheme, 0) != 0)
-    throw bad("the Redis URL must start with redis://");
-  std::string rest = url.substr(kScheme.size());
-  RedisUrl u;
-  if (const auto at = rest.rfind('@'); at != std::string::npos) {
-    const std::string credentials = rest.substr(0, at);
-    rest = rest.substr(at + 1);
-    const auto colon = credentials.find(':');
-    if (colon == std::string::npos) {
-      u.password = credentials;
-    } else {
-      u.user = credentials.substr(0, colon);
-      u.password = credentials.substr(colon + 1);
-    }
-  }
-  std::string path;
-  if (const auto slash = rest.find('/'); slash != std::string::npos) {
-    path = rest.substr(slash + 1);
-    rest = rest.substr(0, slash);
-  }
-  std::string port;
-  if (!rest.empty() && rest.front() == '[') {
-    const auto close = rest.find(']');
-    if (close == std::string::npos)
-      throw bad("unterminated IPv6 address in the Redis URL");
-    u.host = rest.substr(1, close - 1);
-    if (close + 1 < rest.size()) {
-      if (rest[close + 1] != ':')
-        throw bad("unexpected text after the IPv6 address in the Redis URL");
-      port = rest.substr(close + 2);
-    }
-  } else if (const auto colon = rest.rfind(':'); colon != std::string::npos) {
-    u.host = rest.substr(0, colon);
-    port = rest.substr(colon + 1);
-  } else {
-    u.host = rest;
-  }
-  if (u.host.empty())
-    throw bad("the Redis URL has no host");
-  auto parse_small = [&](const std::string &text, int max, const char *what) {
-    int v = -1;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-    if (ec != std::errc() || end != text.data() + text.size() || v < 0 || v > max)
-      throw bad(std::string("the Redis URL's ") + what + " must be a number from 0 to " +
-                std::to_string(max) + ", got \"" + text + "\"");
-    return v;
-  };
-  if (!port.empty())
-    u.port = parse_small(port, 65535, "port");
-  if (!path.empty())
-    u.db = parse_small(path, 1 << 20, "database number");
-  const bool v6 = u.host.find(':') != std::string::npos;
-  u.display = "redis://" + (v6 ? "[" + u.host + "]" : u.host) + ":" + std::to_string(u.port) + "/" +
-              std::to_string(u.db);
-  return u;
-}
+using Reply = RedisReplyPtr;
 
 class RedisJobStore final : public JobStore {
 public:
@@ -267,7 +190,7 @@ private:
   RedisUrl url_;
   std::string prefix_;
   mutable std::mutex mutex_; // one command at a time on the shared connection
-  mutable std::unique_ptr<redisContext, ContextFree> ctx_;
+  mutable RedisContextPtr ctx_;
   mutable Script create_{kCreateScript, {}};
   mutable Script claim_{kClaimScript, {}};
   mutable Script guarded_{kGuardedWriteScript, {}};
@@ -275,7 +198,7 @@ private:
 };
 
 RedisJobStore::RedisJobStore(const std::string &url, std::string prefix)
-    : url_(parse_url(url)), prefix_(std::move(prefix)) {
+    : url_(parse_redis_url(url)), prefix_(std::move(prefix)) {
   std::lock_guard lock(mutex_);
   connect();
   Reply marker = command({"SET", key("schema"), kSchemaMarker, "NX"});

@@ -1,7 +1,8 @@
 // `gemstream serve` as a process: killed with SIGKILL while a job polls its Veo operation, a new
 // gateway on the same database finishes the job once the lease runs out, without a second
 // predictLongRunning, and makes the loop outputs with the background-loop pipeline file. Two
-// gateways on one Redis job store share the queue and survive one of them being killed.
+// gateways on one Redis job store share the queue, notify the owner's sockets on either of them
+// of jobs the other finished, and survive one of them being killed.
 #include "gateway_test_util.h"
 #include "redis_test_util.h"
 
@@ -113,6 +114,10 @@ HttpResult call(const std::string &method, const std::string &url, const std::st
   if (!body.empty())
     c.body = body;
   return http(c);
+}
+
+std::uint16_t port_of(const std::string &base_url) {
+  return static_cast<std::uint16_t>(std::stoi(base_url.substr(base_url.rfind(':') + 1)));
 }
 
 int count(const LocalBackend &backend, const std::string &part) {
@@ -263,6 +268,12 @@ TEST(GatewayProcess, TwoGatewaysShareARedisQueueAndSurviveOneBeingKilled) {
   ASSERT_FALSE(a->url().empty()) << slurp(log_a);
   const std::string worker_a = worker_of(log_a);
   ASSERT_FALSE(worker_a.empty()) << slurp(log_a);
+  // Alice listens on A only; A subscribed to the other gateways' notifications.
+  WsClient alice;
+  ASSERT_EQ(alice.connect(port_of(a->url()), "/api/v1/notifications", {bearer(kAliceToken)}), 101);
+  ASSERT_TRUE(alice.next(seconds(5))); // ready
+  ASSERT_TRUE(wait_until([&] { return logged(log_a, "notifications: subscribed to gw-test:"); }))
+      << slurp(log_a);
 
   // A alone takes the first two jobs and reaches its limit; B, started next, takes the two
   // that follow although they are submitted to A.
@@ -296,6 +307,19 @@ TEST(GatewayProcess, TwoGatewaysShareARedisQueueAndSurviveOneBeingKilled) {
   EXPECT_TRUE(logged(log_a, "job " + ids[1] + ": done"));
   EXPECT_TRUE(logged(log_b, "job " + ids[2] + ": done"));
   EXPECT_TRUE(logged(log_b, "job " + ids[3] + ": done"));
+  // Alice's socket on A heard of every job once, the two B finished included.
+  std::map<std::string, int> completions;
+  for (std::size_t i = 0; i < 4; ++i) {
+    const auto event = alice.next_event(seconds(10));
+    ASSERT_TRUE(event) << "notification " << i << " missing\n" << slurp(log_a) << slurp(log_b);
+    EXPECT_EQ((*event)["type"], "video_generation_complete") << event->dump();
+    ++completions[event->value("jobId", "")];
+  }
+  for (std::size_t i = 0; i < 4; ++i)
+    EXPECT_EQ(completions[ids[i]], 1) << ids[i];
+  const auto extra = alice.next_event(milliseconds(500));
+  EXPECT_FALSE(extra) << "delivered twice: " << extra->dump();
+
   // A job B finished, read through A: both see one queue.
   const json seen = call("GET", a->url() + "/api/v1/media/jobs/" + ids[3]).json_body();
   EXPECT_EQ(seen.value("state", ""), "succeeded") << seen.dump();
