@@ -4,6 +4,8 @@
 #include "gemstream/genai.h"
 #include "gemstream/live.h"
 
+#include "sqlite_util.h"
+
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
 
@@ -88,74 +90,17 @@ std::int64_t modality_total(const TokenUsage &t, const char *modality) {
 
 // ---- SQLite RAII ---------------------------------------------------------------------------
 
-struct DbCloser {
-  void operator()(sqlite3 *db) const noexcept { sqlite3_close_v2(db); }
-};
-using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
+using sqlite::DbPtr;
 
-class Statement {
+// The shared statement wrapper, naming this database in its errors.
+class Statement : public sqlite::Statement {
 public:
   Statement(sqlite3 *db, const char *sql, const std::filesystem::path &path)
-      : db_(db), path_(path) {
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK)
-      fail("prepare");
-  }
-  ~Statement() { sqlite3_finalize(stmt_); }
-  Statement(const Statement &) = delete;
-  Statement &operator=(const Statement &) = delete;
-
-  Statement &bind(int i, const std::string &v) {
-    check(sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT));
-    return *this;
-  }
-  Statement &bind(int i, std::int64_t v) {
-    check(sqlite3_bind_int64(stmt_, i, v));
-    return *this;
-  }
-  Statement &bind(int i, double v) {
-    check(sqlite3_bind_double(stmt_, i, v));
-    return *this;
-  }
-  // True while rows come; false when done.
-  bool step() {
-    const int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW)
-      return true;
-    if (rc == SQLITE_DONE)
-      return false;
-    fail("step");
-  }
-  std::string text(int col) const {
-    const auto *p = sqlite3_column_text(stmt_, col);
-    return p ? std::string(reinterpret_cast<const char *>(p),
-                           static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col)))
-             : std::string();
-  }
-  std::int64_t integer(int col) const { return sqlite3_column_int64(stmt_, col); }
-  double real(int col) const { return sqlite3_column_double(stmt_, col); }
-
-private:
-  void check(int rc) {
-    if (rc != SQLITE_OK)
-      fail("bind");
-  }
-  [[noreturn]] void fail(const char *what) const {
-    throw Error(ErrorKind::Io,
-                "cost ledger " + path_.string() + ": " + what + " failed: " + sqlite3_errmsg(db_));
-  }
-
-  sqlite3 *db_;
-  sqlite3_stmt *stmt_ = nullptr;
-  const std::filesystem::path &path_;
+      : sqlite::Statement(db, sql, "cost ledger", path) {}
 };
 
 void exec(sqlite3 *db, const char *sql, const std::filesystem::path &path) {
-  char *err = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string message = err ? err : sqlite3_errmsg(db);
-    sqlite3_free(err);
-    throw Error(ErrorKind::Io, "cost ledger " + path.string() + ": " + message);
-  }
+  sqlite::exec(db, sql, "cost ledger", path);
 }
 
 constexpr const char *kSchema = R"sql(
