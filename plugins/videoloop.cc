@@ -1086,6 +1086,17 @@ gboolean audio_sink_event(GstPad *pad, GstObject *parent, GstEvent *event) {
       return audio_gap(self, event);
     case GST_EVENT_EOS:
       return audio_eos(self, event);
+    case GST_EVENT_TAG: {
+      // Tags go on to the loop's audio. The loop may have ended already (it needs less audio
+      // than the clip has), and a tag refused after that EOS is no failure of upstream's:
+      // answering FALSE would make upstream's next push fail with an error.
+      GstPad *src = audio_src_pad(impl);
+      if (src)
+        gst_pad_push_event(src, event);
+      else
+        gst_event_unref(event);
+      return TRUE;
+    }
     case GST_EVENT_FLUSH_START: {
       {
         std::lock_guard<std::mutex> guard(impl->lock);
