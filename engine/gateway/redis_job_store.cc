@@ -12,6 +12,7 @@
 
 #include "gemstream/error.h"
 #include "redis_connection.h"
+#include "store_time.h"
 
 #include <hiredis/hiredis.h>
 
@@ -28,18 +29,6 @@ constexpr timeval kCommandTimeout{10, 0};
 // Start records older than this are dropped; far longer than the one-minute window so that
 // workers whose clocks differ a little still count each other's starts.
 constexpr std::int64_t kStartsKeptMs = 3'600'000;
-
-std::int64_t to_ms(TimePoint t) {
-  if (t == TimePoint{})
-    return 0;
-  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-}
-
-TimePoint from_ms(std::int64_t ms) {
-  if (ms == 0)
-    return {};
-  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(std::chrono::milliseconds(ms)));
-}
 
 std::int64_t now_ms() {
   return to_ms(std::chrono::system_clock::now());

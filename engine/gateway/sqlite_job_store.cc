@@ -6,6 +6,7 @@
 #include "gemstream/error.h"
 
 #include "sqlite_util.h"
+#include "store_time.h"
 
 #include <openssl/rand.h>
 #include <sqlite3.h>
@@ -53,18 +54,6 @@ constexpr const char *kColumns =
     "id, owner, kind, spec, state, phase, progress, operation, operation_started_ms, attempts, "
     "lease_owner, lease_until_ms, created_ms, updated_ms, started_ms, finished_ms, "
     "estimate_nanos, cost_nanos, result, error";
-
-std::int64_t to_ms(TimePoint t) {
-  if (t == TimePoint{})
-    return 0;
-  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-}
-
-TimePoint from_ms(std::int64_t ms) {
-  if (ms == 0)
-    return {};
-  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(std::chrono::milliseconds(ms)));
-}
 
 using sqlite::DbPtr;
 
