@@ -11,6 +11,7 @@
 
 #include "http_server.h"
 #include "job_runner.h"
+#include "live_endpoint.h"
 #include "media_files.h"
 #include "multipart.h"
 #include "notifications.h"
@@ -225,6 +226,9 @@ struct Gateway::Impl {
 
   Response generate_cover(Request &req);
   Response generate_video(Request &req);
+  // Validates and queues a video job of `owner`; throws HttpError or Error(BudgetExceeded).
+  JobRecord enqueue_video(const std::string &owner, VideoJobSpec spec,
+                          const std::string &model_name);
   Response get_job(Request &req);
   Response list_jobs(Request &req);
   Response analyze_video(Request &req);
@@ -245,6 +249,7 @@ struct Gateway::Impl {
   std::shared_ptr<CostLedger> ledger;
   std::unique_ptr<Server> server;
   std::shared_ptr<NotificationHub> hub;
+  std::shared_ptr<LiveEndpoint> live; // WS /api/v1/live-session
   std::unique_ptr<JobRunner> runner;
   // With the Redis store: the other gateways' events for this one's sockets, and this one's
   // for theirs. Declared after `hub` and `server`, which it delivers to.
@@ -287,6 +292,30 @@ Gateway::Impl::Impl(GatewayConfig c, GatewayOptions o)
   server = std::make_unique<Server>(
       so, [this](std::string_view token) { return config.user_for_token(token); });
   hub = std::make_shared<NotificationHub>(*server);
+  LiveEndpointOptions lo;
+  lo.endpoint = endpoint;
+  lo.client = options.client;
+  lo.media = &media;
+  lo.ledger = ledger;
+  lo.media_dir = config.media_dir;
+  lo.model = config.live.model;
+  lo.system_instruction = config.live.system_instruction;
+  lo.max_sessions = config.live.max_sessions;
+  lo.max_sessions_per_user = config.live.max_sessions_per_user;
+  lo.enqueue_video = [this](const std::string &owner, const std::string &description,
+                            const std::string &mood) {
+    VideoJobSpec spec;
+    spec.description = description;
+    spec.mood = mood;
+    try {
+      return enqueue_video(owner, std::move(spec), {}).id;
+    } catch (const HttpError &e) {
+      throw Error(e.status == 429 ? ErrorKind::ResourceExhausted : ErrorKind::InvalidArgument,
+                  e.message);
+    }
+  };
+  lo.log = [this](const std::string &line) { log(line); };
+  live = std::make_shared<LiveEndpoint>(*server, std::move(lo));
   add_routes();
 
   JobContext ctx;
@@ -303,6 +332,7 @@ Gateway::Impl::Impl(GatewayConfig c, GatewayOptions o)
   };
   ctx.notify = [this](const std::string &owner, const json &event) {
     hub->publish(owner, event);
+    live->job_event(owner, event);
     if (bus)
       bus->publish(owner, event);
   };
@@ -311,7 +341,10 @@ Gateway::Impl::Impl(GatewayConfig c, GatewayOptions o)
   if (!config.redis_url.empty())
     bus = std::make_unique<RedisNotificationBus>(
         config.redis_url, config.redis_prefix, runner->worker_id(),
-        [this](const std::string &owner, const json &event) { hub->publish(owner, event); },
+        [this](const std::string &owner, const json &event) {
+          hub->publish(owner, event);
+          live->job_event(owner, event);
+        },
         [this](const std::string &line) { log(line); });
 }
 
@@ -356,6 +389,12 @@ void Gateway::Impl::add_routes() {
   notifications.path = "/api/v1/notifications";
   notifications.endpoint = hub;
   server->add_ws_route(std::move(notifications));
+
+  WsRoute live_session;
+  live_session.path = "/api/v1/live-session";
+  live_session.endpoint = live;
+  live_session.max_message_bytes = 1 << 20; // a webcam frame as base64 JSON
+  server->add_ws_route(std::move(live_session));
 }
 
 Response Gateway::Impl::handle(Request &req, Response (Impl::*handler)(Request &)) {
@@ -506,8 +545,18 @@ Response Gateway::Impl::generate_video(Request &req) {
   VideoJobSpec spec;
   spec.description = field(body, "description");
   spec.mood = field(body, "mood");
+  spec.aspect_ratio = field(body, "aspectRatio");
+  spec.resolution = field(body, "resolution");
+  const JobRecord job = enqueue_video(req.user, std::move(spec), field(body, "model"));
+  const auto created = store->get(job.id);
+  Response r = Response::json(202, job_json(created ? *created : job));
+  r.headers.emplace_back("location", "/api/v1/media/jobs/" + job.id);
+  return r;
+}
+
+JobRecord Gateway::Impl::enqueue_video(const std::string &owner, VideoJobSpec spec,
+                                       const std::string &model_name) {
   build_background_video_prompt(media, {spec.description, spec.mood}); // validates both
-  const std::string model_name = field(body, "model");
   const VideoModel *model = nullptr;
   try {
     model = &media.video_model(model_name.empty() ? media.defaults.background_video : model_name);
@@ -515,10 +564,8 @@ Response Gateway::Impl::generate_video(Request &req) {
     bad_request(e.message(), "unknown_model");
   }
   spec.model_key = model->key;
-  spec.aspect_ratio = field(body, "aspectRatio");
   if (spec.aspect_ratio.empty())
     spec.aspect_ratio = media.defaults.video_aspect_ratio;
-  spec.resolution = field(body, "resolution");
   if (spec.resolution.empty())
     spec.resolution = media.defaults.video_resolution;
   if (spec.aspect_ratio != "16:9" && spec.aspect_ratio != "9:16")
@@ -528,26 +575,23 @@ Response Gateway::Impl::generate_video(Request &req) {
   if (spec.resolution == "1080p" && spec.aspect_ratio != "16:9")
     bad_request("1080p videos are 16:9 only", "invalid_resolution");
 
-  if (store->unfinished_count(req.user) >= config.max_unfinished_jobs_per_user)
+  if (store->unfinished_count(owner) >= config.max_unfinished_jobs_per_user)
     throw HttpError{429,
                     "you have " + std::to_string(config.max_unfinished_jobs_per_user) +
                         " unfinished video jobs, the most allowed; wait for one to finish",
                     "too_many_jobs"};
   const CostEntry estimate = price_video(media, model->key, model->duration_seconds);
-  check_budget(req.user, estimate.usd_nanos, store->reserved_nanos(req.user), "this video");
+  check_budget(owner, estimate.usd_nanos, store->reserved_nanos(owner), "this video");
 
   JobRecord job;
   job.id = new_job_id();
-  job.owner = req.user;
+  job.owner = owner;
   job.kind = "video";
   job.spec_json = spec.to_json().dump();
   job.estimate_nanos = estimate.usd_nanos;
   store->create(job);
   runner->wake();
-  const auto created = store->get(job.id);
-  Response r = Response::json(202, job_json(created ? *created : job));
-  r.headers.emplace_back("location", "/api/v1/media/jobs/" + job.id);
-  return r;
+  return job;
 }
 
 json Gateway::Impl::job_json(const JobRecord &job) const {
@@ -787,6 +831,7 @@ void Gateway::stop() {
   if (!impl_->started)
     return;
   impl_->requests.cancel();
+  impl_->live->close_all();
   impl_->runner->stop();
   if (impl_->bus)
     impl_->bus->stop();

@@ -201,7 +201,7 @@ GatewayConfig GatewayConfig::parse(const std::string &json_text, const std::file
   const json doc = parse_document(v, json_text);
   ObjectReader root(v, doc, "");
   allow_all(root, {"version", "listen", "tls", "auth", "media", "database", "store", "ledger",
-                   "queue", "budget", "loop", "comment"});
+                   "queue", "budget", "loop", "live", "comment"});
   GatewayConfig cfg;
   cfg.source = name;
 
@@ -343,6 +343,21 @@ GatewayConfig GatewayConfig::parse(const std::string &json_text, const std::file
         v.fail(loop.pointer_of("height"), "must be even (video encoders need even sizes)");
     }
     loop.finish();
+  }
+
+  if (root.has("live")) {
+    ObjectReader live = root.object("live");
+    allow_all(live, {"model", "system_instruction", "max_sessions", "max_sessions_per_user"});
+    if (live.has("model"))
+      cfg.live.model = live.string("model");
+    if (live.has("system_instruction"))
+      cfg.live.system_instruction = live.string_or_empty("system_instruction");
+    if (live.has("max_sessions"))
+      cfg.live.max_sessions = static_cast<std::size_t>(integer_in(v, live, "max_sessions", 0, 10000));
+    if (live.has("max_sessions_per_user"))
+      cfg.live.max_sessions_per_user =
+          static_cast<std::size_t>(integer_in(v, live, "max_sessions_per_user", 1, 10000));
+    live.finish();
   }
 
   root.finish();

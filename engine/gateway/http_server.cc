@@ -29,6 +29,7 @@ using Clock = std::chrono::steady_clock;
 constexpr std::size_t kWriteChunk = 64 * 1024;
 constexpr std::size_t kHeaderBuffer = 8192;
 constexpr std::uint64_t kMaxDiscardedBody = 16 << 20;
+constexpr int kCloseDrainSeconds = 5;
 
 std::string lower_ascii(std::string_view s) {
   std::string out(s);
@@ -174,6 +175,7 @@ struct WsConnection {
   std::string partial;
   bool partial_binary = false;
   std::optional<std::pair<int, std::string>> closing;
+  bool drain_before_close = false; // send what is queued first (close_ws)
 };
 
 // What lws allocates (zero-filled, freed without destructors) per connection.
@@ -362,7 +364,8 @@ struct Server::Impl {
   int on_ws_writeable(lws *wsi, ConnData *conn);
   void on_ws_closed(ConnData *conn);
   void queue_ws(std::uint64_t id, std::string payload, bool binary);
-  void request_close(WsConnection &c, int code, std::string reason);
+  // Immediately, or after the queued messages (bounded by kCloseDrainSeconds) with `drain`.
+  void request_close(WsConnection &c, int code, std::string reason, bool drain = false);
   const WsRoute *find_ws_route(const std::string &path) const;
   // The user of a request, from "Authorization: Bearer", else (WebSocket only) the "token"
   // query parameter or a "bearer.TOKEN" subprotocol. nullopt: no credentials; "": unknown.
@@ -563,7 +566,7 @@ void Server::close_ws(std::uint64_t connection, int code, std::string reason) {
   impl_->post([s = impl_.get(), connection, code, reason = std::move(reason)]() mutable {
     auto it = s->ws_connections.find(connection);
     if (it != s->ws_connections.end())
-      s->request_close(it->second, code, std::move(reason));
+      s->request_close(it->second, code, std::move(reason), /*drain=*/true);
   });
 }
 
@@ -1157,10 +1160,18 @@ void Server::Impl::queue_ws(std::uint64_t id, std::string payload, bool binary) 
   lws_callback_on_writable(c.wsi);
 }
 
-void Server::Impl::request_close(WsConnection &c, int code, std::string reason) {
+void Server::Impl::request_close(WsConnection &c, int code, std::string reason, bool drain) {
+  if (c.closing) { // the first close decides the code; an urgent one stops the draining
+    c.drain_before_close = c.drain_before_close && drain;
+    lws_callback_on_writable(c.wsi);
+    return;
+  }
   if (reason.size() > 120)
     reason.resize(120); // a close frame's payload is at most 125 bytes
   c.closing = {code, std::move(reason)};
+  c.drain_before_close = drain;
+  if (drain) // a client that stops reading must not keep the connection open
+    lws_set_timeout(c.wsi, PENDING_TIMEOUT_CLOSE_SEND, kCloseDrainSeconds);
   lws_callback_on_writable(c.wsi);
 }
 
@@ -1169,7 +1180,7 @@ int Server::Impl::on_ws_writeable(lws *wsi, ConnData *conn) {
   if (it == ws_connections.end())
     return -1;
   WsConnection &c = it->second;
-  if (c.closing) {
+  if (c.closing && (c.out.empty() || !c.drain_before_close)) {
     lws_close_reason(wsi, static_cast<lws_close_status>(c.closing->first),
                      reinterpret_cast<unsigned char *>(c.closing->second.data()),
                      c.closing->second.size());
@@ -1184,7 +1195,7 @@ int Server::Impl::on_ws_writeable(lws *wsi, ConnData *conn) {
     return -1;
   c.queued_bytes -= n;
   c.out.pop_front();
-  if (!c.out.empty())
+  if (!c.out.empty() || c.closing)
     lws_callback_on_writable(wsi);
   return 0;
 }

@@ -157,6 +157,8 @@ public:
   // Thread-safe. Queue a message on an open WebSocket connection; false if it is gone or over
   // its queue limit (the connection is then closed with 1008).
   void send_ws(std::uint64_t connection, std::string payload, bool binary = false);
+  // Closes after the messages already queued have been sent (at most 5 s), so an error
+  // message sent just before arrives.
   void close_ws(std::uint64_t connection, int code, std::string reason);
 
   struct Impl;

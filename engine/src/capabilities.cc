@@ -716,6 +716,17 @@ json CapabilityRunner::Impl::start_video(const std::string &call_id, const Capab
   const std::string prompt =
       build_background_video_prompt(media, {description, arg_string(args, "mood")});
   const CostEntry estimate = price_video(media, model.key, model.duration_seconds);
+  if (options.submit_video) {
+    const std::string job_id = options.submit_video(description, arg_string(args, "mood"));
+    emit(CapabilityEvent::Type::Started, call_id, c,
+         "queued a background video of " + description + " (job " + job_id + ")", job_id);
+    return {{"status", "started"},
+            {"job_id", job_id},
+            {"estimated_cost_usd", estimate.usd()},
+            {"message", "The background video of " + description +
+                            " is queued; it takes a minute or two. Tell the user it started; "
+                            "its completion is reported separately."}};
+  }
   ledger->check_budget(user, estimate.usd(), "this background video");
 
   VideoRequest req;
@@ -1115,6 +1126,17 @@ void LiveToolBridge::model_turn_complete() {
     impl_->model_in_turn = false;
     if (impl_->awaiting_answer > 0)
       --impl_->awaiting_answer; // reports are sent only between turns: this turn answered one
+  }
+  impl_->flush_reports();
+}
+
+void LiveToolBridge::report_job(const CapabilityEvent &event) {
+  std::string report = job_report(event);
+  if (report.empty())
+    return;
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->reports.push_back(std::move(report));
   }
   impl_->flush_reports();
 }

@@ -6,6 +6,7 @@
 // real-time sessions one core would sustain at that cost.
 //
 //   bench_live GEMSTREAM_BINARY [SESSIONS...]     (default 1 2 4)
+#include "bench_process.h"
 #include "elements.h"
 
 #include <gst/gst.h>
@@ -26,33 +27,6 @@
 namespace fs = std::filesystem;
 
 namespace {
-
-double cpu_seconds() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
-// Starts `gemstream backend` and returns its pid and base URL (its first line of output).
-std::pair<pid_t, std::string> start_backend(const std::string &binary) {
-  int fds[2];
-  if (pipe(fds) != 0)
-    std::exit(1);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(fds[1], STDOUT_FILENO);
-    close(fds[0]);
-    execl(binary.c_str(), binary.c_str(), "backend", nullptr);
-    _exit(127);
-  }
-  close(fds[1]);
-  std::string line;
-  char c;
-  while (read(fds[0], &c, 1) == 1 && c != '\n')
-    line += c;
-  close(fds[0]);
-  return {pid, line};
-}
 
 std::atomic<std::uint64_t> g_reply_samples{0};
 
@@ -80,7 +54,7 @@ int main(int argc, char **argv) {
   if (std::system(("flite -voice rms -t 'hello how are you today' -o " + wav.string()).c_str()) != 0)
     return 1;
   const double question_s = (fs::file_size(wav) - 44) / 2.0 / 16000.0;  // flite: 16 kHz mono
-  auto [backend, url] = start_backend(argv[1]);
+  auto [backend, url] = gemstream::bench::start_backend(argv[1]);
   std::printf("backend %s (separate process), question %.2f s of speech\n", url.c_str(), question_s);
   std::printf("%-9s %8s %9s %10s %14s %16s\n", "sessions", "wall s", "cpu s", "audio s",
               "cpu ms/audio s", "sessions / core");
@@ -109,7 +83,7 @@ int main(int argc, char **argv) {
       pipelines.push_back(p);
     }
     g_reply_samples = 0;
-    const double cpu0 = cpu_seconds();
+    const double cpu0 = gemstream::bench::self_cpu_seconds();
     const auto t0 = std::chrono::steady_clock::now();
     for (auto *p : pipelines)
       gst_element_set_state(p, GST_STATE_PLAYING);
@@ -124,7 +98,7 @@ int main(int argc, char **argv) {
       gst_object_unref(bus);
     }
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double cpu = cpu_seconds() - cpu0;
+    const double cpu = gemstream::bench::self_cpu_seconds() - cpu0;
     for (auto *p : pipelines) {
       gst_element_set_state(p, GST_STATE_NULL);
       gst_object_unref(p);

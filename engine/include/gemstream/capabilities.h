@@ -166,6 +166,13 @@ struct CapabilityRunnerOptions {
       const std::filesystem::path &clip, const CancelToken &cancel,
       const std::function<void(const std::string &)> &progress)>
       finish_video;
+  // When set, a confirmed background video is not made by the runner: this receives the
+  // description and mood and returns the id of a job that will make it elsewhere (a gateway's
+  // durable queue, which checks the budget itself, counting its unfinished jobs). Whoever runs
+  // that job reports its end to the model (LiveToolBridge::report_job). Throwing
+  // gemstream::Error fails the call with the error's message, which the model passes on.
+  std::function<std::string(const std::string &description, const std::string &mood)>
+      submit_video;
 };
 
 // Executes tool calls. Thread-safe. Events are reported through the callback, on the thread
@@ -251,6 +258,11 @@ public:
   // produces (audio, text, transcription, tool calls), model_turn_complete() for turnComplete.
   void model_output();
   void model_turn_complete();
+
+  // Reports the end of a job the runner did not run itself (CapabilityRunnerOptions::
+  // submit_video) to the model, as it reports its own: between model turns. Only Finished and
+  // Failed events with a job_id are reported.
+  void report_job(const CapabilityEvent &event);
 
   // Calls and jobs still running, plus job reports not yet sent to the model.
   int pending() const;

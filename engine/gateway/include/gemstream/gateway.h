@@ -8,6 +8,8 @@
 //   GET  /api/v1/costs[?day=YYYY-MM-DD|today]    the caller's spending per day, kind and model
 //   GET  /media/...                              generated files (Range, ETag)
 //   WS   /api/v1/notifications                   video_generation_complete / _failed events
+//   WS   /api/v1/live-session                    a Gemini Live conversation: Opus or PCM in,
+//                                                Opus out, transcripts as JSON
 //
 // Every /api route needs "Authorization: Bearer TOKEN"; the token's user (from the gateway
 // configuration) owns what the request makes: a user id never comes from a URL or a body.
@@ -50,6 +52,14 @@ struct LoopSettings {
   int height = 0; // 0: the clip's
 };
 
+// WS /api/v1/live-session conversations.
+struct LiveSettings {
+  std::string model; // empty: the default Live model
+  std::string system_instruction;
+  std::size_t max_sessions = 32;
+  std::size_t max_sessions_per_user = 4;
+};
+
 // A gateway configuration file (see config/gateway.example.json). Relative paths are relative
 // to the file's directory.
 struct GEMSTREAM_GATEWAY_API GatewayConfig {
@@ -80,6 +90,7 @@ struct GEMSTREAM_GATEWAY_API GatewayConfig {
   std::optional<double> daily_budget_usd;         // every user; none: the ledger's budget
   std::map<std::string, double> user_budgets_usd; // per user, wins over daily_budget_usd
   LoopSettings loop;
+  LiveSettings live;
   std::filesystem::path source; // the file it was loaded from
 
   // Parses and validates strictly: errors are Error(Config) naming the file and the JSON

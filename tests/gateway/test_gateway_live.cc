@@ -1,0 +1,381 @@
+// WS /api/v1/live-session against a running gateway and the local backend: flite speech in as
+// Opus packets or PCM, the model's speech back as Opus (decoded here) or PCM, transcripts, tools
+// (a background video through the gateway's durable queue), limits and refusals.
+#include "gateway_test_util.h"
+
+#include <opus.h>
+
+#include <cmath>
+#include <cstdlib>
+
+namespace gemstream::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int kInRate = 16000;
+
+bool has_flite() {
+  return std::system("command -v flite >/dev/null 2>&1") == 0;
+}
+
+// 16 kHz mono S16 samples of `text` spoken by flite's rms voice.
+std::vector<std::int16_t> speak(const std::string &text, const fs::path &dir) {
+  const fs::path wav = dir / "utterance.wav";
+  const std::string cmd = "flite -voice rms -t \"" + text + "\" -o " + wav.string();
+  if (std::system(cmd.c_str()) != 0)
+    return {};
+  const std::string b = slurp(wav);
+  auto u32 = [&](std::size_t at) {
+    return std::uint32_t(std::uint8_t(b[at])) | std::uint32_t(std::uint8_t(b[at + 1])) << 8 |
+           std::uint32_t(std::uint8_t(b[at + 2])) << 16 | std::uint32_t(std::uint8_t(b[at + 3])) << 24;
+  };
+  std::vector<std::int16_t> pcm;
+  for (std::size_t o = 12; o + 8 <= b.size();) {
+    const std::size_t size = u32(o + 4);
+    if (b.compare(o, 4, "data") == 0)
+      for (std::size_t i = 0; i + 1 < std::min(size, b.size() - o - 8); i += 2)
+        pcm.push_back(std::int16_t(std::uint16_t(std::uint8_t(b[o + 8 + i])) |
+                                   std::uint16_t(std::uint8_t(b[o + 9 + i])) << 8));
+    o += 8 + size + (size & 1);
+  }
+  return pcm;
+}
+
+// Half a second of silence, the speech, then `after` of silence: a user pausing for the answer.
+std::vector<std::int16_t> utterance(const std::string &text, const fs::path &dir,
+                                    std::chrono::milliseconds after = 1500ms) {
+  std::vector<std::int16_t> pcm(kInRate / 2, 0);
+  const auto speech = speak(text, dir);
+  pcm.insert(pcm.end(), speech.begin(), speech.end());
+  pcm.insert(pcm.end(), std::size_t(after.count()) * kInRate / 1000, 0);
+  return speech.empty() ? std::vector<std::int16_t>{} : pcm;
+}
+
+std::vector<std::string> opus_packets(const std::vector<std::int16_t> &pcm) {
+  int err = 0;
+  OpusEncoder *enc = opus_encoder_create(kInRate, 1, OPUS_APPLICATION_VOIP, &err);
+  EXPECT_EQ(err, OPUS_OK);
+  opus_encoder_ctl(enc, OPUS_SET_BITRATE(32000)); // what the kiosk page asks WebCodecs for
+  std::vector<std::string> packets;
+  unsigned char buf[1500];
+  constexpr int kFrame = kInRate / 50;
+  for (std::size_t at = 0; at + kFrame <= pcm.size(); at += kFrame) {
+    const int n = opus_encode(enc, pcm.data() + at, kFrame, buf, sizeof buf);
+    EXPECT_GT(n, 0);
+    packets.emplace_back(reinterpret_cast<const char *>(buf), std::size_t(n));
+  }
+  opus_encoder_destroy(enc);
+  return packets;
+}
+
+std::string protocols(const std::string &token) {
+  return "Sec-WebSocket-Protocol: gemstream.v1, bearer." + token;
+}
+
+// What a conversation's socket delivered, message by message.
+struct Received {
+  std::vector<json> events;         // text messages, in order
+  std::vector<std::string> audio;   // binary messages
+  std::string user_text, model_text; // the transcripts, pieces joined
+
+  std::size_t count(const std::string &type) const {
+    return std::size_t(std::count_if(events.begin(), events.end(),
+                                     [&](const json &e) { return e.value("type", "") == type; }));
+  }
+  const json *first(const std::string &type) const {
+    for (const auto &e : events)
+      if (e.value("type", "") == type)
+        return &e;
+    return nullptr;
+  }
+};
+
+// Reads messages until `done` says so or `timeout` passes.
+void read_until(WsClient &ws, Received &r, const std::function<bool(const Received &)> &done,
+                std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done(r)) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0)
+      return;
+    bool binary = false;
+    auto m = ws.next(left, &binary);
+    if (!m)
+      return;
+    if (binary) {
+      r.audio.push_back(std::move(*m));
+      continue;
+    }
+    json j = json::parse(*m, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << *m;
+    if (j.value("type", "") == "transcript")
+      (j.value("role", "") == "user" ? r.user_text : r.model_text) += j.value("text", "");
+    r.events.push_back(std::move(j));
+  }
+}
+
+bool turn_done(const Received &r) {
+  return r.count("turn_complete") > 0;
+}
+
+std::string lower(std::string s) {
+  for (auto &c : s)
+    c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+class GatewayLive : public ::testing::Test {
+protected:
+  void SetUp() override {
+    if (!has_flite())
+      GTEST_FAIL() << "flite is not installed: run tools/setup.sh";
+  }
+  TempDir dir_;
+};
+
+TEST_F(GatewayLive, SpokenOpusInOpusOut) {
+  GatewayHarness h(dir_.path());
+  h.start();
+  const auto pcm = utterance("hello how are you", dir_.path());
+  ASSERT_FALSE(pcm.empty());
+
+  WsClient ws;
+  ASSERT_EQ(ws.connect(h.port(), "/api/v1/live-session", {protocols(kAliceToken)}), 101)
+      << ws.response_head;
+  Received r;
+  read_until(ws, r, [](const Received &x) { return x.count("ready") > 0; }, 15s);
+  const json *ready = r.first("ready");
+  ASSERT_NE(ready, nullptr);
+  EXPECT_EQ((*ready)["input"]["encoding"], "opus");
+  EXPECT_EQ((*ready)["output"],
+            json({{"encoding", "opus"}, {"sampleRate", 24000}, {"channels", 1},
+                  {"frameDurationMs", 20}}));
+
+  // In real time, as a microphone would.
+  const auto packets = opus_packets(pcm);
+  auto next = std::chrono::steady_clock::now();
+  for (const auto &p : packets) {
+    ASSERT_TRUE(ws.send_binary(p));
+    next += 20ms;
+    std::this_thread::sleep_until(next);
+  }
+  read_until(ws, r, turn_done, 30s);
+  ASSERT_TRUE(turn_done(r)) << "no turn_complete; events: " << json(r.events).dump();
+  EXPECT_NE(lower(r.user_text).find("hello how are you"), std::string::npos) << r.user_text;
+  EXPECT_FALSE(r.model_text.empty());
+
+  // Every binary message is one 20 ms Opus packet; decoded, they are the model's speech.
+  ASSERT_GT(r.audio.size(), 25u);
+  int err = 0;
+  OpusDecoder *dec = opus_decoder_create(24000, 1, &err);
+  ASSERT_EQ(err, OPUS_OK);
+  std::vector<std::int16_t> out(5760);
+  double energy = 0;
+  std::size_t samples = 0;
+  for (const auto &p : r.audio) {
+    const auto *data = reinterpret_cast<const unsigned char *>(p.data());
+    ASSERT_EQ(opus_packet_get_nb_samples(data, opus_int32(p.size()), 24000), 480);
+    const int n = opus_decode(dec, data, opus_int32(p.size()), out.data(), int(out.size()), 0);
+    ASSERT_EQ(n, 480);
+    for (int i = 0; i < n; ++i)
+      energy += double(out[std::size_t(i)]) * out[std::size_t(i)];
+    samples += std::size_t(n);
+  }
+  opus_decoder_destroy(dec);
+  EXPECT_GT(samples, 24000u / 2) << "less than half a second of speech";
+  EXPECT_GT(std::sqrt(energy / double(samples)), 300.0) << "the decoded answer is silent";
+  // The transcript ends before the turn does, and no audio follows turn_complete.
+  EXPECT_EQ(r.events.back().value("type", ""), "turn_complete");
+}
+
+TEST_F(GatewayLive, PcmInPcmOutWithSamplesSplitAcrossMessages) {
+  GatewayHarness h(dir_.path());
+  h.start();
+  const auto pcm = utterance("hello how are you", dir_.path());
+  ASSERT_FALSE(pcm.empty());
+  std::string bytes;
+  for (const auto s : pcm) {
+    bytes += char(std::uint16_t(s) & 0xff);
+    bytes += char(std::uint16_t(s) >> 8);
+  }
+
+  WsClient ws;
+  ASSERT_EQ(ws.connect(h.port(), "/api/v1/live-session?input=pcm&rate=16000&output=pcm",
+                       {protocols(kAliceToken)}),
+            101);
+  // 999 bytes: every other message ends in the middle of a sample. Sent without pacing, before
+  // the session is ready: the gateway holds it.
+  for (std::size_t at = 0; at < bytes.size(); at += 999)
+    ASSERT_TRUE(ws.send_binary(bytes.substr(at, 999)));
+  Received r;
+  read_until(ws, r, turn_done, 30s);
+  ASSERT_TRUE(turn_done(r)) << json(r.events).dump();
+  const json *ready = r.first("ready");
+  ASSERT_NE(ready, nullptr);
+  EXPECT_EQ((*ready)["input"], json({{"encoding", "pcm"}, {"sampleRate", 16000}}));
+  EXPECT_EQ((*ready)["output"]["encoding"], "pcm");
+  EXPECT_NE(lower(r.user_text).find("hello how are you"), std::string::npos) << r.user_text;
+  std::size_t total = 0;
+  for (const auto &a : r.audio) {
+    EXPECT_EQ(a.size() % 2, 0u);
+    total += a.size() / 2;
+  }
+  EXPECT_GT(total, 24000u / 2);
+}
+
+TEST_F(GatewayLive, TypedQuestionWithSearchGroundingAndCostInTheLedger) {
+  GatewayHarness h(dir_.path());
+  h.start();
+  {
+    WsClient ws;
+    ASSERT_EQ(ws.connect(h.port(), "/api/v1/live-session", {protocols(kBobToken)}), 101);
+    ASSERT_TRUE(ws.send_text(R"({"type":"text","text":"what's the latest on AI regulation?"})"));
+    Received r;
+    read_until(
+        ws, r,
+        [](const Received &x) { return x.count("grounding") > 0 && x.count("turn_complete") > 0; },
+        40s);
+    const json *grounding = r.first("grounding");
+    ASSERT_NE(grounding, nullptr) << json(r.events).dump();
+    ASSERT_FALSE((*grounding)["sources"].empty());
+    for (const auto &s : (*grounding)["sources"])
+      EXPECT_EQ(s["uri"].get<std::string>().rfind("https://", 0), 0u) << s;
+    EXPECT_FALSE(r.model_text.empty());
+  }
+  // The conversation's tokens are priced in the ledger, under bob, once it has closed.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  json live_entry;
+  while (std::chrono::steady_clock::now() < deadline && live_entry.is_null()) {
+    const auto costs = h.get("/api/v1/costs", kBobToken).json_body();
+    for (const auto &k : costs.value("totals", json::array()))
+      if (k.value("kind", "") == "live")
+        live_entry = k;
+    if (live_entry.is_null())
+      std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_FALSE(live_entry.is_null()) << h.get("/api/v1/costs", kBobToken).body;
+  EXPECT_GT(live_entry["usdNanos"].get<std::int64_t>(), 0);
+  EXPECT_GT(live_entry["inputTokens"].get<std::int64_t>(), 0);
+}
+
+TEST_F(GatewayLive, BackgroundVideoGoesThroughTheDurableQueue) {
+  GatewayHarness h(dir_.path());
+  h.start();
+  WsClient notes;
+  ASSERT_EQ(notes.connect(h.port(), "/api/v1/notifications", {protocols(kAliceToken)}), 101);
+  WsClient ws;
+  ASSERT_EQ(ws.connect(h.port(), "/api/v1/live-session", {protocols(kAliceToken)}), 101);
+  Received r;
+  ASSERT_TRUE(ws.send_text(
+      R"({"type":"text","text":"make my chat background a peaceful beach sunset"})"));
+  read_until(ws, r, turn_done, 40s);
+  const json *consent = r.first("capability");
+  ASSERT_NE(consent, nullptr) << json(r.events).dump();
+  EXPECT_EQ((*consent)["event"], "consent-requested");
+  EXPECT_EQ((*consent)["capability"], "generate_background_video");
+  EXPECT_NE((*consent)["message"].get<std::string>().find("$"), std::string::npos);
+  EXPECT_TRUE(h.get("/api/v1/media/jobs").json_body()["jobs"].empty()) << "nothing before a yes";
+
+  ASSERT_TRUE(ws.send_text(R"({"type":"text","text":"yes"})"));
+  std::string job_id;
+  read_until(
+      ws, r,
+      [&](const Received &x) {
+        for (const auto &e : x.events)
+          if (e.value("type", "") == "capability" && e.value("event", "") == "finished")
+            return true;
+        return false;
+      },
+      60s);
+  for (const auto &e : r.events)
+    if (e.value("type", "") == "capability" && e.value("event", "") == "started")
+      job_id = e.value("jobId", "");
+  ASSERT_FALSE(job_id.empty()) << json(r.events).dump();
+  // It is a job of the gateway's queue, owned by alice, and it succeeded.
+  const json job = h.get("/api/v1/media/jobs/" + job_id).json_body();
+  EXPECT_EQ(job["state"], "succeeded") << job;
+  EXPECT_EQ(h.get("/api/v1/media/jobs/" + job_id, kBobToken).status, 404);
+  const auto note = notes.next_event(5s);
+  ASSERT_TRUE(note);
+  EXPECT_EQ((*note)["type"], "video_generation_complete");
+  EXPECT_EQ((*note)["jobId"], job_id);
+
+  // The model is told, between its turns, and tells the user.
+  read_until(
+      ws, r, [](const Received &x) { return lower(x.model_text).find("is ready") != std::string::npos; },
+      30s);
+  EXPECT_NE(lower(r.model_text).find("peaceful beach sunset is ready"), std::string::npos)
+      << r.model_text;
+}
+
+TEST_F(GatewayLive, RefusalsAndLimits) {
+  GatewayHarness h(dir_.path(), {{"live", {{"max_sessions_per_user", 1}}}});
+  h.start();
+
+  WsClient anonymous;
+  EXPECT_EQ(anonymous.connect(h.port(), "/api/v1/live-session"), 401);
+
+  WsClient bad_query;
+  ASSERT_EQ(bad_query.connect(h.port(), "/api/v1/live-session?input=mp3", {protocols(kAliceToken)}),
+            101);
+  auto m = bad_query.next_event(5s);
+  ASSERT_TRUE(m);
+  EXPECT_EQ((*m)["type"], "error");
+  EXPECT_EQ((*m)["reason"], "invalid_argument");
+  EXPECT_FALSE(bad_query.next(5s));
+  EXPECT_EQ(bad_query.close_code, 1008);
+
+  WsClient first;
+  ASSERT_EQ(first.connect(h.port(), "/api/v1/live-session", {protocols(kAliceToken)}), 101);
+  Received r;
+  read_until(first, r, [](const Received &x) { return x.count("ready") > 0; }, 15s);
+  ASSERT_EQ(r.count("ready"), 1u);
+  WsClient second;
+  ASSERT_EQ(second.connect(h.port(), "/api/v1/live-session", {protocols(kAliceToken)}), 101);
+  m = second.next_event(5s);
+  ASSERT_TRUE(m);
+  EXPECT_EQ((*m)["reason"], "too_many_sessions");
+  EXPECT_FALSE(second.next(5s));
+  EXPECT_EQ(second.close_code, 1013);
+
+  // Binary messages that are not Opus: a clear error, then the socket closes.
+  for (int i = 0; i < 30; ++i)
+    first.send_binary(std::string(7, '\xff'));
+  read_until(first, r, [](const Received &x) { return x.count("error") > 0; }, 5s);
+  const json *error = r.first("error");
+  ASSERT_NE(error, nullptr);
+  EXPECT_EQ((*error)["reason"], "invalid_audio");
+  EXPECT_NE((*error)["message"].get<std::string>().find("input=pcm"), std::string::npos);
+  EXPECT_FALSE(first.next(5s));
+  EXPECT_EQ(first.close_code, 1003);
+
+  // A message of an unknown type; a frame that is not a JPEG.
+  for (const char *bad : {R"({"type":"dance"})",
+                          R"({"type":"video_frame","mimeType":"image/jpeg","data":"aGVsbG8="})"}) {
+    // The closed conversation above frees its place a moment later.
+    const auto wait_free = std::chrono::steady_clock::now() + 5s;
+    std::unique_ptr<WsClient> ws;
+    Received x;
+    for (;;) {
+      ws = std::make_unique<WsClient>();
+      x = Received();
+      ASSERT_EQ(ws->connect(h.port(), "/api/v1/live-session", {protocols(kAliceToken)}), 101);
+      read_until(*ws, x, [](const Received &y) { return !y.events.empty(); }, 5s);
+      if (x.first("ready"))
+        break;
+      ASSERT_LT(std::chrono::steady_clock::now(), wait_free) << json(x.events).dump();
+      std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_TRUE(ws->send_text(bad));
+    read_until(*ws, x, [](const Received &y) { return y.count("error") > 0; }, 5s);
+    ASSERT_NE(x.first("error"), nullptr) << bad;
+    EXPECT_EQ((*x.first("error"))["reason"], "invalid_message") << bad;
+    EXPECT_FALSE(ws->next(5s));
+    EXPECT_EQ(ws->close_code, 1003) << bad;
+  }
+}
+
+} // namespace
+} // namespace gemstream::testing
