@@ -286,6 +286,7 @@ Gateway::Impl::Impl(GatewayConfig c, GatewayOptions o)
   so.tls_certificate = config.tls_certificate;
   so.tls_private_key = config.tls_private_key;
   so.spool_dir = spool_dir;
+  so.cors_origins = config.cors_origins;
   if (options.access_log)
     so.access_log = [this](const std::string &line) { log(line); };
   so.error_log = [this](const std::string &line) { log(line); };

@@ -201,7 +201,7 @@ GatewayConfig GatewayConfig::parse(const std::string &json_text, const std::file
   const json doc = parse_document(v, json_text);
   ObjectReader root(v, doc, "");
   allow_all(root, {"version", "listen", "tls", "auth", "media", "database", "store", "ledger",
-                   "queue", "budget", "loop", "live", "comment"});
+                   "queue", "budget", "loop", "live", "cors", "comment"});
   GatewayConfig cfg;
   cfg.source = name;
 
@@ -343,6 +343,26 @@ GatewayConfig GatewayConfig::parse(const std::string &json_text, const std::file
         v.fail(loop.pointer_of("height"), "must be even (video encoders need even sizes)");
     }
     loop.finish();
+  }
+
+  if (root.has("cors")) {
+    ObjectReader cors = root.object("cors");
+    const json &origins = cors.array("allowed_origins");
+    for (std::size_t i = 0; i < origins.size(); ++i) {
+      const std::string pointer = cors.pointer_of("allowed_origins") + "/" + std::to_string(i);
+      const std::string o = ObjectReader::string_value(v, origins[i], pointer);
+      const auto scheme = o.find("://");
+      const bool origin_like = scheme != std::string::npos &&
+                               (o.compare(0, scheme, "http") == 0 ||
+                                o.compare(0, scheme, "https") == 0) &&
+                               o.size() > scheme + 3 &&
+                               o.find('/', scheme + 3) == std::string::npos;
+      if (o != "*" && !origin_like)
+        v.fail(pointer, "expected an origin such as \"https://app.example.com\" (scheme, host "
+                        "and optional port, no path) or \"*\", got " + in_quotes(o));
+      cfg.cors_origins.push_back(o);
+    }
+    cors.finish();
   }
 
   if (root.has("live")) {

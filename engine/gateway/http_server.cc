@@ -348,6 +348,7 @@ struct Server::Impl {
   void on_body(ConnData *conn, const char *data, std::size_t len);
   void on_body_complete(ConnData *conn);
   void dispatch(Transaction &tx);
+  bool cors_allowed(const std::string &origin) const;
   void deliver(Transaction &tx, Response response);
   int on_http_writeable(lws *wsi, ConnData *conn);
   void drop_transaction(ConnData *conn);
@@ -784,6 +785,22 @@ int Server::Impl::on_http(lws *wsi, ConnData *conn) {
   }
 
   RouteMatch match = match_route(routes, tx.head.method, tx.head.path);
+  if (!match.route && tx.head.method == "OPTIONS" && !match.allowed.empty() &&
+      !tx.head.header("origin").empty()) {
+    // A browser's CORS preflight: it carries no credentials, so it is answered before auth.
+    if (!cors_allowed(tx.head.header("origin")))
+      return reject(Response::error(403,
+                                    "pages of the origin " + tx.head.header("origin") +
+                                        " may not call this gateway (see cors.allowed_origins "
+                                        "in its configuration)",
+                                    "origin_not_allowed"));
+    Response r;
+    r.status = 204;
+    r.headers = {{"access-control-allow-methods", join(match.allowed)},
+                 {"access-control-allow-headers", "authorization, content-type, range"},
+                 {"access-control-max-age", "600"}};
+    return reject(std::move(r));
+  }
   if (!match.route) {
     if (match.allowed.empty())
       return reject(Response::error(404, "no such resource: " + tx.head.path, "not_found"));
@@ -940,7 +957,19 @@ void Server::Impl::dispatch(Transaction &tx) {
   }
 }
 
+bool Server::Impl::cors_allowed(const std::string &origin) const {
+  return !origin.empty() &&
+         std::any_of(options.cors_origins.begin(), options.cors_origins.end(),
+                     [&](const std::string &o) { return o == "*" || o == origin; });
+}
+
 void Server::Impl::deliver(Transaction &tx, Response response) {
+  if (const std::string origin = tx.head.header("origin"); cors_allowed(origin)) {
+    response.headers.emplace_back("access-control-allow-origin", origin);
+    response.headers.emplace_back("vary", "origin");
+    response.headers.emplace_back("access-control-expose-headers",
+                                  "location, retry-after, etag, content-range, accept-ranges");
+  }
   tx.response = std::move(response);
   tx.length = tx.response->file ? tx.response->file->length : tx.response->body.size();
   tx.position = 0;

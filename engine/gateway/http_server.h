@@ -130,6 +130,10 @@ struct ServerOptions {
   std::size_t worker_threads = 8;
   std::size_t max_pending_requests = 256; // beyond it: 503
   std::string server_name = "gemstream-gateway";
+  // Origins whose pages may call the HTTP routes from a browser (CORS): exact origins such as
+  // "https://app.example.com", or "*" for any. Empty: no CORS headers, so browsers allow only
+  // pages of the gateway's own origin. Preflight requests (OPTIONS) need no token.
+  std::vector<std::string> cors_origins;
   // One line per finished request: method, path (never the query), status, user, duration.
   std::function<void(const std::string &)> access_log;
   std::function<void(const std::string &)> error_log;

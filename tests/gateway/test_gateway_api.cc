@@ -107,6 +107,58 @@ TEST_F(GatewayApi, RoutesAnswer404And405WithJsonBodies) {
   expect_error(h.post_json("/api/v1/costs", "{}"), 405, "method_not_allowed");
 }
 
+TEST_F(GatewayApi, CorsLetsTheConfiguredOriginsCallFromABrowser) {
+  GatewayHarness h(dir.path(), {{"cors", {{"allowed_origins", {"https://app.example.com"}}}}});
+  h.start();
+  HttpCall preflight;
+  preflight.method = "OPTIONS";
+  preflight.url = h.url("/api/v1/media/generate-video");
+  preflight.headers = {"Origin: https://app.example.com", "Access-Control-Request-Method: POST",
+                       "Access-Control-Request-Headers: authorization, content-type"};
+  const HttpResult ok = http(preflight); // no token: browsers send none in a preflight
+  EXPECT_EQ(ok.status, 204) << ok.body;
+  EXPECT_EQ(ok.header("access-control-allow-origin"), "https://app.example.com");
+  EXPECT_EQ(ok.header("access-control-allow-methods"), "POST");
+  EXPECT_NE(ok.header("access-control-allow-headers").find("authorization"), std::string::npos);
+
+  preflight.headers[0] = "Origin: https://evil.example.net";
+  const HttpResult refused = http(preflight);
+  expect_error(refused, 403, "origin_not_allowed");
+  EXPECT_EQ(refused.header("access-control-allow-origin"), "");
+
+  // The real request: the origin is echoed, with the headers a page needs to read the answer.
+  HttpCall get;
+  get.url = h.url("/api/v1/costs");
+  get.headers = {bearer(kAliceToken), "Origin: https://app.example.com"};
+  const HttpResult costs = http(get);
+  EXPECT_EQ(costs.status, 200);
+  EXPECT_EQ(costs.header("access-control-allow-origin"), "https://app.example.com");
+  EXPECT_NE(costs.header("access-control-expose-headers").find("location"), std::string::npos);
+  // Errors carry it too, or the page could not read why it failed.
+  get.headers = {"Origin: https://app.example.com"};
+  const HttpResult unauthorised = http(get);
+  expect_error(unauthorised, 401, "missing_token");
+  EXPECT_EQ(unauthorised.header("access-control-allow-origin"), "https://app.example.com");
+  get.headers = {bearer(kAliceToken), "Origin: https://evil.example.net"};
+  EXPECT_EQ(http(get).header("access-control-allow-origin"), "");
+}
+
+TEST_F(GatewayApi, NoCorsHeadersUnlessConfigured) {
+  GatewayHarness h(dir.path());
+  h.start();
+  HttpCall get;
+  get.url = h.url("/api/v1/costs");
+  get.headers = {bearer(kAliceToken), "Origin: https://app.example.com"};
+  const HttpResult r = http(get);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("access-control-allow-origin"), "");
+  HttpCall preflight;
+  preflight.method = "OPTIONS";
+  preflight.url = h.url("/api/v1/costs");
+  preflight.headers = {"Origin: https://app.example.com", "Access-Control-Request-Method: GET"};
+  expect_error(http(preflight), 403, "origin_not_allowed");
+}
+
 TEST_F(GatewayApi, ValidatesCardIdsAndBodies) {
   GatewayHarness h(dir.path());
   h.start();

@@ -150,6 +150,30 @@ TEST(GatewayConfig, ErrorsNameTheFileAndTheJsonPointer) {
   }
 }
 
+TEST(GatewayConfig, CorsOriginsAndLiveLimits) {
+  json d = minimal();
+  d["cors"] = {{"allowed_origins", {"https://app.example.com", "http://localhost:5173"}}};
+  d["live"] = {{"max_sessions", 8}, {"max_sessions_per_user", 2}, {"model", "gemini-live-x"}};
+  const GatewayConfig c = GatewayConfig::parse(d.dump(), "gw.json", "/srv/gw");
+  EXPECT_EQ(c.cors_origins,
+            (std::vector<std::string>{"https://app.example.com", "http://localhost:5173"}));
+  EXPECT_EQ(c.live.max_sessions, 8u);
+  EXPECT_EQ(c.live.max_sessions_per_user, 2u);
+  EXPECT_EQ(c.live.model, "gemini-live-x");
+  EXPECT_EQ(GatewayConfig::parse(minimal().dump(), "gw.json", "/srv/gw").live.max_sessions, 32u);
+
+  d["cors"]["allowed_origins"][1] = "https://app.example.com/kiosk";
+  EXPECT_NE(config_error(d).find("gw.json: /cors/allowed_origins/1: expected an origin"),
+            std::string::npos)
+      << config_error(d);
+  d["cors"]["allowed_origins"][1] = "*";
+  EXPECT_EQ(config_error(d), "");
+  d["live"]["max_sessions_per_user"] = 0;
+  EXPECT_NE(config_error(d).find("gw.json: /live/max_sessions_per_user"), std::string::npos);
+  d["live"] = {{"voice", "Puck"}};
+  EXPECT_NE(config_error(d).find("/live/voice"), std::string::npos) << config_error(d);
+}
+
 TEST(GatewayConfig, RedisStoreReplacesTheDatabase) {
   json doc = minimal();
   doc.erase("database");

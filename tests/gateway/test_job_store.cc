@@ -306,6 +306,47 @@ TEST_P(RedisJobStoreTest, ReconnectsAfterTheServerDropsTheConnection) {
   EXPECT_TRUE(store->claim(limits("w1"), at(2'000'000)));
 }
 
+TEST_P(RedisJobStoreTest, AuthenticatesWithThePasswordInTheUrl) {
+  const std::string port = std::to_string(redis_->port());
+  const std::string cli = "redis-cli -p " + port + " --no-auth-warning";
+  ASSERT_EQ(std::system((cli + " CONFIG SET requirepass gw-s3cret-pass >/dev/null").c_str()), 0);
+  struct Reset { // the server is shared by the suite's tests
+    std::string cli;
+    ~Reset() {
+      [[maybe_unused]] const int rc =
+          std::system((cli + " -a gw-s3cret-pass CONFIG SET requirepass '' >/dev/null").c_str());
+    }
+  } reset{cli};
+
+  auto refused = [&](const std::string &url) {
+    try {
+      open_redis_job_store(url, prefix_);
+      return std::string("opened");
+    } catch (const Error &e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Io) << e.what();
+      EXPECT_EQ(std::string(e.what()).find("wrong-pass"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("redis://127.0.0.1:" + port + "/0"), std::string::npos)
+          << e.what();
+      return std::string(e.what());
+    }
+  };
+  EXPECT_NE(refused(redis_->url()).find("NOAUTH"), std::string::npos);
+  EXPECT_NE(refused("redis://:wrong-pass@127.0.0.1:" + port + "/0")
+                .find("refused the credentials"),
+            std::string::npos);
+
+  auto store = open_redis_job_store("redis://:gw-s3cret-pass@127.0.0.1:" + port + "/0", prefix_);
+  store->create(job("job_p"));
+  // user:password (Redis 6 ACL form) with the default user.
+  auto other =
+      open_redis_job_store("redis://default:gw-s3cret-pass@127.0.0.1:" + port + "/0", prefix_);
+  ASSERT_TRUE(other->get("job_p"));
+  // A reconnect authenticates again.
+  ASSERT_EQ(std::system((cli + " -a gw-s3cret-pass CLIENT KILL TYPE normal >/dev/null").c_str()), 0);
+  EXPECT_THROW(store->get("job_p"), Error);
+  EXPECT_TRUE(store->get("job_p"));
+}
+
 INSTANTIATE_TEST_SUITE_P(Redis, RedisJobStoreTest, ::testing::Values(Backend::Redis),
                          [](const ::testing::TestParamInfo<Backend> &) { return "Redis"; });
 

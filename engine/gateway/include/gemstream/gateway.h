@@ -70,6 +70,9 @@ struct GEMSTREAM_GATEWAY_API GatewayConfig {
   std::filesystem::path tls_certificate; // both or neither
   std::filesystem::path tls_private_key;
   std::vector<TokenEntry> tokens;
+  // "cors": {"allowed_origins": [...]}: web app origins allowed to call the API from a browser
+  // ("https://app.example.com", or "*"). Empty: same-origin pages only.
+  std::vector<std::string> cors_origins;
   std::filesystem::path media_dir;
   // false: /media/{covers,videos}/USER/... need the bearer token of USER.
   bool media_public = true;
