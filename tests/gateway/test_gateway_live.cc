@@ -310,6 +310,67 @@ TEST_F(GatewayLive, BackgroundVideoGoesThroughTheDurableQueue) {
       << r.model_text;
 }
 
+TEST_F(GatewayLive, UpstreamDropIsResumedOnTheSameSocket) {
+  GatewayHarness h(dir_.path());
+  h.start();
+  WsClient ws;
+  ASSERT_EQ(ws.connect(h.port(), "/api/v1/live-session", {protocols(kAliceToken)}), 101);
+  Received r;
+  ASSERT_TRUE(ws.send_text(R"({"type":"text","text":"hello how are you"})"));
+  read_until(ws, r, turn_done, 30s);
+  ASSERT_TRUE(turn_done(r)) << json(r.events).dump();
+
+  h.backend().close_live_sessions(1006, "");
+  read_until(
+      ws, r,
+      [](const Received &x) {
+        for (const auto &e : x.events)
+          if (e.value("type", "") == "state" && e.value("state", "") == "ready")
+            return true;
+        return false;
+      },
+      15s);
+  std::vector<std::string> states;
+  for (const auto &e : r.events)
+    if (e.value("type", "") == "state")
+      states.push_back(e.value("state", ""));
+  EXPECT_EQ(states, (std::vector<std::string>{"reconnecting", "ready"}));
+  EXPECT_EQ(r.count("ready"), 1u) << "the resumed session is not a new conversation";
+  EXPECT_EQ(r.count("error"), 0u);
+
+  const std::size_t turns = r.count("turn_complete");
+  ASSERT_TRUE(ws.send_text(R"({"type":"text","text":"thank you"})"));
+  read_until(ws, r, [&](const Received &x) { return x.count("turn_complete") > turns; }, 40s);
+  EXPECT_GT(r.count("turn_complete"), turns) << json(r.events).dump();
+}
+
+TEST_F(GatewayLive, RefusedUpstreamSetupIsAnErrorForTheClient) {
+  GatewayHarness h(dir_.path());
+  h.start();
+  h.backend().fail_next_live_setup(1008, "API key not valid. Please pass a valid API key.");
+  WsClient ws;
+  ASSERT_EQ(ws.connect(h.port(), "/api/v1/live-session", {protocols(kAliceToken)}), 101);
+  Received r;
+  read_until(ws, r, [](const Received &x) { return x.count("error") > 0; }, 15s);
+  const json *error = r.first("error");
+  ASSERT_NE(error, nullptr) << json(r.events).dump();
+  EXPECT_EQ((*error)["reason"], "upstream_error");
+  EXPECT_NE((*error)["message"].get<std::string>().find("Gemini Live"), std::string::npos);
+  EXPECT_FALSE(ws.next(5s));
+  EXPECT_EQ(ws.close_code, 1011);
+  // The place it held is free again.
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  std::unique_ptr<WsClient> again;
+  Received x;
+  while (std::chrono::steady_clock::now() < deadline && !x.first("ready")) {
+    again = std::make_unique<WsClient>();
+    x = Received();
+    ASSERT_EQ(again->connect(h.port(), "/api/v1/live-session", {protocols(kAliceToken)}), 101);
+    read_until(*again, x, [](const Received &y) { return !y.events.empty(); }, 10s);
+  }
+  EXPECT_NE(x.first("ready"), nullptr) << json(x.events).dump();
+}
+
 TEST_F(GatewayLive, RefusalsAndLimits) {
   GatewayHarness h(dir_.path(), {{"live", {{"max_sessions_per_user", 1}}}});
   h.start();
