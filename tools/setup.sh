@@ -17,8 +17,8 @@ packages=(
   flite flite1-dev pocketsphinx libpocketsphinx-dev pocketsphinx-en-us
   ffmpeg ca-certificates
   # tests (openssl: a self-signed certificate for the gateway's TLS test; redis-server: the
-  # gateway's shared job store)
-  libgtest-dev libgmock-dev openssl redis-server
+  # gateway's shared job store; chromium and its driver: the kiosk page's browser test)
+  libgtest-dev libgmock-dev openssl redis-server chromium chromium-driver
 )
 
 missing=()

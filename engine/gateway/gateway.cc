@@ -11,6 +11,7 @@
 
 #include "http_server.h"
 #include "job_runner.h"
+#include "kiosk.h"
 #include "live_endpoint.h"
 #include "media_files.h"
 #include "multipart.h"
@@ -385,6 +386,8 @@ void Gateway::Impl::add_routes() {
   health.on_service_thread = true;
   health.handler = [](Request &) { return Response::json(200, {{"status", "ok"}}); };
   server->add_route(std::move(health));
+
+  add_kiosk_routes(*server);
 
   WsRoute notifications;
   notifications.path = "/api/v1/notifications";

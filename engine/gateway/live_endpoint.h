@@ -21,7 +21,8 @@
 // Server -> client text messages:
 //   {"type":"ready","sessionId":"...","input":{...},"output":{"encoding":"opus",
 //    "sampleRate":24000,"channels":1,"frameDurationMs":20}}    the model listens. Audio sent
-//                                                      before it is kept and delivered.
+//        before it is kept and delivered. sessionId is empty unless the service names its
+//        sessions (the Gemini Developer API's setupComplete carries no id).
 //   {"type":"transcript","role":"user"|"model","text":"...","finished":false}
 //        text is the next piece of the turn's transcript, to be appended to what came before;
 //        finished:true ends that role's transcript of the turn.

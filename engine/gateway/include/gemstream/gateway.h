@@ -7,6 +7,7 @@
 //   POST /api/v1/media/analyze-video             multipart upload (fields "video", "question")
 //   GET  /api/v1/costs[?day=YYYY-MM-DD|today]    the caller's spending per day, kind and model
 //   GET  /media/...                              generated files (Range, ETag)
+//   GET  /kiosk/#token=TOKEN                     the browser kiosk page (public, embedded)
 //   WS   /api/v1/notifications                   video_generation_complete / _failed events
 //   WS   /api/v1/live-session                    a Gemini Live conversation: Opus or PCM in,
 //                                                Opus out, transcripts as JSON
