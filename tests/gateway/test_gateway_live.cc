@@ -76,6 +76,7 @@ std::string protocols(const std::string &token) {
 // What a conversation's socket delivered, message by message.
 struct Received {
   std::vector<json> events;         // text messages, in order
+  std::vector<std::size_t> audio_before; // per event: binary messages received before it
   std::vector<std::string> audio;   // binary messages
   std::string user_text, model_text; // the transcripts, pieces joined
 
@@ -113,6 +114,7 @@ void read_until(WsClient &ws, Received &r, const std::function<bool(const Receiv
     if (j.value("type", "") == "transcript")
       (j.value("role", "") == "user" ? r.user_text : r.model_text) += j.value("text", "");
     r.events.push_back(std::move(j));
+    r.audio_before.push_back(r.audio.size());
   }
 }
 
@@ -308,6 +310,58 @@ TEST_F(GatewayLive, BackgroundVideoGoesThroughTheDurableQueue) {
       30s);
   EXPECT_NE(lower(r.model_text).find("peaceful beach sunset is ready"), std::string::npos)
       << r.model_text;
+}
+
+TEST_F(GatewayLive, SpeakingOverTheModelInterruptsIt) {
+  GatewayHarness h(dir_.path());
+  h.start();
+  const auto pcm = utterance("hello how are you", dir_.path());
+  ASSERT_FALSE(pcm.empty());
+  WsClient ws;
+  ASSERT_EQ(ws.connect(h.port(), "/api/v1/live-session?input=pcm&output=pcm",
+                       {protocols(kAliceToken)}),
+            101);
+  Received r;
+  // A long answer (the search result, read out in real time)...
+  ASSERT_TRUE(ws.send_text(R"({"type":"text","text":"what's the latest on AI regulation?"})"));
+  read_until(ws, r, [](const Received &x) { return x.audio.size() >= 10; }, 30s);
+  ASSERT_GE(r.audio.size(), 10u);
+  ASSERT_EQ(r.count("turn_complete"), 0u);
+  // ...that the user talks over, in real time, reading as the microphone streams.
+  auto next = std::chrono::steady_clock::now();
+  constexpr std::size_t kChunk = kInRate / 50;
+  for (std::size_t at = 0; at + kChunk <= pcm.size(); at += kChunk) {
+    std::string bytes;
+    for (std::size_t i = at; i < at + kChunk; ++i) {
+      bytes += char(std::uint16_t(pcm[i]) & 0xff);
+      bytes += char(std::uint16_t(pcm[i]) >> 8);
+    }
+    ASSERT_TRUE(ws.send_binary(bytes));
+    next += 20ms;
+    read_until(ws, r, [&](const Received &) { return std::chrono::steady_clock::now() >= next; },
+               std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::max(next - std::chrono::steady_clock::now(),
+                            std::chrono::steady_clock::duration::zero())));
+  }
+  read_until(ws, r, [](const Received &x) { return x.count("turn_complete") >= 2; }, 30s);
+
+  std::size_t interrupted = r.events.size();
+  for (std::size_t i = 0; i < r.events.size(); ++i)
+    if (r.events[i].value("type", "") == "interrupted") {
+      interrupted = i;
+      break;
+    }
+  ASSERT_LT(interrupted, r.events.size()) << json(r.events).dump();
+  // The interrupted turn ends at once, with no more of its audio after the interruption...
+  ASSERT_LT(interrupted + 1, r.events.size());
+  std::size_t end = interrupted + 1;
+  while (end < r.events.size() && r.events[end].value("type", "") != "turn_complete")
+    ++end;
+  ASSERT_LT(end, r.events.size());
+  EXPECT_EQ(r.audio_before[end], r.audio_before[interrupted]);
+  // ...and the model answers what the user said instead.
+  EXPECT_NE(lower(r.user_text).find("hello how are you"), std::string::npos) << r.user_text;
+  EXPECT_GT(r.audio.size(), r.audio_before[end]) << "no spoken answer to the new question";
 }
 
 TEST_F(GatewayLive, UpstreamDropIsResumedOnTheSameSocket) {
