@@ -14,6 +14,7 @@
 //   bench_gateway_live GEMSTREAM_BINARY [SESSIONS...]     (default 1 4 8 16)
 #include "bench_process.h"
 #include "common/ws_client.h"
+#include "speech.h" // the local backend's flite synthesis
 
 #include <opus.h>
 
@@ -40,23 +41,6 @@ namespace {
 
 constexpr int kRate = 16000;
 constexpr const char *kToken = "bench-token-0123456789abcdef";
-
-std::vector<std::int16_t> read_wav_samples(const fs::path &wav) {
-  std::ifstream in(wav, std::ios::binary);
-  std::string b((std::istreambuf_iterator<char>(in)), {});
-  std::vector<std::int16_t> pcm;
-  for (std::size_t o = 12; o + 8 <= b.size();) {
-    std::uint32_t size = 0;
-    for (int i = 3; i >= 0; --i)
-      size = (size << 8) | std::uint8_t(b[o + 4 + std::size_t(i)]);
-    if (b.compare(o, 4, "data") == 0)
-      for (std::size_t i = 0; i + 1 < std::min<std::size_t>(size, b.size() - o - 8); i += 2)
-        pcm.push_back(std::int16_t(std::uint16_t(std::uint8_t(b[o + 8 + i])) |
-                                   std::uint16_t(std::uint8_t(b[o + 9 + i])) << 8));
-    o += 8 + size + (size & 1);
-  }
-  return pcm;
-}
 
 std::vector<std::string> opus_packets(const std::vector<std::int16_t> &pcm) {
   int err = 0;
@@ -170,11 +154,8 @@ int main(int argc, char **argv) {
 
   const fs::path dir = fs::temp_directory_path() / ("bench-gateway-live-" + std::to_string(getpid()));
   fs::create_directories(dir);
-  const fs::path wav = dir / "question.wav";
-  if (std::system(("flite -voice rms -t 'hello how are you' -o " + wav.string()).c_str()) != 0)
-    return 1;
   std::vector<std::int16_t> pcm(kRate / 2, 0);
-  const auto speech = read_wav_samples(wav);
+  const auto speech = gemstream::backend::synthesize_speech("hello how are you"); // 16 kHz
   pcm.insert(pcm.end(), speech.begin(), speech.end());
   const std::size_t speech_packets = pcm.size() / (kRate / 50);
   pcm.insert(pcm.end(), std::size_t(kRate) * 2, 0); // the user waits, silent, for the answer
