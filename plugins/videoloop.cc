@@ -18,8 +18,9 @@
  * By default the head (K frames, copied) and a delay line of the newest K frames are held: the
  * tail is only known at EOS, so output runs 2 × crossfade behind the input and the element needs
  * a finite, non-live clip. When the clip's frame count N is known beforehand (a probe of the
- * file), set the `frames` property: each tail frame is then blended into the head as it arrives
- * and dropped, so only the head is held (half the memory) and output follows the input at once.
+ * file), set the `frames` property: each tail frame is then blended into its head frame as it
+ * arrives, and that finished output frame is pushed at once, so only the head is held (half the
+ * memory, less as the tail goes out) and output follows the input without a delay.
  * `frames` must be exact; a clip that turns out shorter or longer is an error (STREAM/FAILED
  * with the detail `reason` = `frame-count-mismatch`, so an application can run again without
  * it). A constant frame rate is required (put `videorate` in front of a variable-rate source).
@@ -147,7 +148,7 @@ struct VideoState {
   Timeline timeline;
   guint64 frames = 0; // the `frames` property, snapshotted at READY→PAUSED; 0: unknown
   // f0 … f(K-1), private copies. Without `frames` they are blended in place at EOS; with it,
-  // each tail frame is blended in as it arrives.
+  // each tail frame is blended in as it arrives and the head frame pushed (its slot empties).
   std::vector<BufferRef> head;
   std::deque<BufferRef> window; // without `frames`: the newest ≤ K frames after the head
   // With `frames`, past the head: the newest input frame, repeated to fill a GAP (otherwise
@@ -497,6 +498,9 @@ GstFlowReturn video_take_frame(GemVideoLoop *self, BufferRef frame) {
       return GST_FLOW_ERROR;
     }
     v.last = std::move(frame);
+    // Output frame N - 2K + j is complete: pushing it now keeps the encoders fed while the
+    // tail is decoded, and frees the head frame as soon as downstream is done with it.
+    out = std::move(v.head[j]);
   } else if (v.progressive()) {
     out = std::move(frame);
     keep_out = true;
@@ -633,13 +637,13 @@ gboolean video_eos(GemVideoLoop *self, GstEvent *event) {
     gst_event_unref(event);
     return FALSE;
   }
-  GST_DEBUG_OBJECT(
-      self, "EOS after %" G_GUINT64_FORMAT " frames; blending the last %" G_GUINT64_FORMAT, n, k);
+  GST_DEBUG_OBJECT(self, "EOS after %" G_GUINT64_FORMAT " frames", n);
   GstFlowReturn ret = GST_FLOW_OK;
-  for (guint64 j = 0; j < k && ret == GST_FLOW_OK; ++j) {
+  // With `frames` the blended head has left already, frame by frame.
+  for (guint64 j = 0; j < k && !v.progressive() && ret == GST_FLOW_OK; ++j) {
     BufferRef head = std::move(v.head[j]);
-    if (!v.progressive() && !blend_frame(&v.info, head.get(), v.window[j].get(),
-                                         gemstream::videoloop::head_weight_256(j, k))) {
+    if (!blend_frame(&v.info, head.get(), v.window[j].get(),
+                     gemstream::videoloop::head_weight_256(j, k))) {
       GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot map a video frame for blending."),
                         (nullptr));
       fail_progress(self);
@@ -921,17 +925,23 @@ gboolean audio_set_caps(GemVideoLoop *self, GstCaps *caps) {
   return TRUE;
 }
 
+// The input samples the loop needs (its length plus the crossfade), or G_MAXUINT64 while the
+// clip length is not known. Needs the lock and the audio caps.
+guint64 audio_needed(const GemVideoLoopImpl *impl) {
+  const VideoProgress &p = impl->progress;
+  if (!p.length_known() || !p.configured || p.length() < 2 * p.timeline.k)
+    return G_MAXUINT64;
+  const gint rate = GST_AUDIO_INFO_RATE(&impl->audio.info);
+  return p.timeline.samples(p.length() - p.timeline.k, rate) +
+         p.timeline.samples(p.timeline.k, rate);
+}
+
 // Appends input (or, with data == nullptr, silence) to the audio store, up to what the loop
 // needs once the clip length is known. Needs the lock.
 void audio_store(GemVideoLoopImpl *impl, const guint8 *data, guint64 samples) {
   AudioState &a = impl->audio;
-  const VideoProgress &p = impl->progress;
-  if (p.length_known() && p.configured && p.length() >= 2 * p.timeline.k) {
-    const gint rate = GST_AUDIO_INFO_RATE(&a.info);
-    const guint64 needed = p.timeline.samples(p.length() - p.timeline.k, rate) +
-                           p.timeline.samples(p.timeline.k, rate);
-    samples = a.received < needed ? std::min(samples, needed - a.received) : 0;
-  }
+  const guint64 needed = audio_needed(impl);
+  samples = a.received < needed ? std::min(samples, needed - a.received) : 0;
   const gsize bytes = samples * GST_AUDIO_INFO_BPF(&a.info);
   if (data)
     a.body.append(data, bytes);
@@ -956,7 +966,9 @@ GstFlowReturn audio_take_buffer(GemVideoLoop *self, GstBuffer *buffer) {
     GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Received audio before its caps."), (nullptr));
     return GST_FLOW_NOT_NEGOTIATED;
   }
-  if (a.eos)
+  // Once the loop has all the audio it needs (a clip's audio usually overhangs its video),
+  // upstream may stop sending it, as after a downstream EOS: a demuxer goes on with the video.
+  if (a.eos || a.received >= audio_needed(impl))
     return GST_FLOW_EOS;
   GstMapInfo map;
   if (!gst_buffer_map(buffer, &map, GST_MAP_READ)) {
@@ -1438,8 +1450,9 @@ static void gem_video_loop_class_init(GemVideoLoopClass *klass) {
           "frames", "Frames",
           "Number of video frames in the clip, when it is known exactly beforehand (e.g. from a "
           "probe of the file); 0: unknown. With it, each frame of the tail is blended into the "
-          "head as it arrives, so only the head is held instead of also a delay line of as many "
-          "frames, and output is not delayed. A clip with a different number of frames fails.",
+          "head and pushed as it arrives, so only the head is held instead of also a delay line "
+          "of as many frames, and output is not delayed. A clip with a different number of "
+          "frames fails.",
           0, G_MAXUINT64, kDefaultFrames,
           static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
                                    GST_PARAM_MUTABLE_READY)));

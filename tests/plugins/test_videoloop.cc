@@ -556,8 +556,13 @@ TEST(VideoLoop, KnownFrameCountGivesTheSameLoopWithoutTheDelayLine) {
   // The middle leaves as soon as it arrives: nothing waits for the tail.
   push_gradient_clip(h, k + 3);
   EXPECT_EQ(gst_harness_buffers_in_queue(h), 3u);
-  push_gradient_clip(h, n - k - 3, k + 3);
+  push_gradient_clip(h, n - 2 * k - 3, k + 3);
   EXPECT_EQ(gst_harness_buffers_in_queue(h), guint(n - 2 * k));
+  // Each tail frame completes a head frame, which leaves at once.
+  push_gradient_clip(h, 1, n - k);
+  EXPECT_EQ(gst_harness_buffers_in_queue(h), guint(n - 2 * k + 1));
+  push_gradient_clip(h, k - 1, n - k + 1);
+  EXPECT_EQ(gst_harness_buffers_in_queue(h), guint(n - k));
   ASSERT_TRUE(gst_harness_push_event(h, gst_event_new_eos()));
   Frames out = pull_all(h);
   ASSERT_EQ(out.data.size(), size_t(n - k));
@@ -767,8 +772,8 @@ struct AvHarness {
   GstHarness *video;
   GstHarness *audio;
 
-  explicit AvHarness(const char *audio_caps) {
-    video = new_video_harness();
+  explicit AvHarness(const char *audio_caps, guint64 frames = 0) {
+    video = new_video_harness(nullptr, frames);
     audio = gst_harness_new_with_element(video->element, "audio_sink", "audio_src");
     gst_harness_set_src_caps_str(audio, audio_caps);
   }
@@ -901,6 +906,69 @@ TEST(VideoLoop, ShortS16AudioIsPaddedWithSilenceAndWarns) {
   gst_message_unref(warning);
   gst_element_set_bus(av.video->element, nullptr);
   gst_object_unref(bus);
+}
+
+namespace {
+
+// The loop needs less audio than a clip usually has (AAC overhangs the video), so its audio
+// can end before upstream's. What upstream sends after that is no error: a tag (audioconvert
+// sends one at the end) is accepted, and the next push learns that the loop needs no more
+// audio (GST_FLOW_EOS, on which a demuxer goes on with its video). Refusing the tag made that
+// push fail with GST_FLOW_ERROR, and the queue upstream failed the run ("Internal data stream
+// error").
+void expect_audio_past_the_loop_is_refused_with_eos(bool frame_count_known) {
+  constexpr int n = 96, k = 24;
+  AvHarness av("audio/x-raw,format=F32LE,rate=8000,channels=1,layout=interleaved",
+               frame_count_known ? n : 0);
+  GstBus *bus = gst_bus_new();
+  gst_element_set_bus(av.video->element, bus);
+  // Upstream has half a second more audio than the clip's video.
+  const guint64 needed = audio_samples(n), overhang = audio_samples(12);
+  std::vector<float> in(needed + overhang);
+  for (guint64 s = 0; s < in.size(); ++s)
+    in[s] = static_cast<float>(s % 100) / 100;
+  // The loop's audio can end once the clip length is known: from `frames` at once, otherwise
+  // at the video's EOS.
+  if (!frame_count_known) {
+    push_gradient_clip(av.video, n);
+    ASSERT_TRUE(gst_harness_push_event(av.video, gst_event_new_eos()));
+  }
+  ASSERT_EQ(gst_harness_push(av.audio, audio_buffer(in, 0, needed)), GST_FLOW_OK);
+  std::vector<float> out = pull_audio<float>(av.audio, audio_samples(n - k));
+  ASSERT_EQ(out.size(), audio_samples(n - k)) << "the loop's audio did not end";
+  EXPECT_EQ(out.front(), in[audio_samples(k)]);
+
+  GstTagList *tags = gst_tag_list_new(GST_TAG_ENCODER, "audioconvert's tag", nullptr);
+  EXPECT_TRUE(gst_harness_push_event(av.audio, gst_event_new_tag(tags)))
+      << "a tag after the loop's audio ended was refused";
+  EXPECT_EQ(gst_harness_push(av.audio, audio_buffer(in, needed, needed + overhang / 2)),
+            GST_FLOW_EOS);
+  EXPECT_EQ(gst_harness_push(av.audio, audio_buffer(in, needed + overhang / 2, in.size())),
+            GST_FLOW_EOS);
+  EXPECT_TRUE(gst_harness_push_event(av.audio, gst_event_new_eos()));
+  EXPECT_EQ(gst_harness_buffers_in_queue(av.audio), 0u) << "audio past the loop's end";
+
+  if (frame_count_known) {
+    push_gradient_clip(av.video, n);
+    ASSERT_TRUE(gst_harness_push_event(av.video, gst_event_new_eos()));
+  }
+  EXPECT_EQ(pull_all(av.video).data.size(), size_t(n - k));
+  GstMessage *error = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  EXPECT_EQ(error, nullptr) << error_text(error);
+  if (error)
+    gst_message_unref(error);
+  gst_element_set_bus(av.video->element, nullptr);
+  gst_object_unref(bus);
+}
+
+} // namespace
+
+TEST(VideoLoop, AudioPastTheLoopIsRefusedWithEosWhenTheFrameCountIsKnown) {
+  expect_audio_past_the_loop_is_refused_with_eos(true);
+}
+
+TEST(VideoLoop, AudioPastTheLoopIsRefusedWithEosAfterTheVideoEnded) {
+  expect_audio_past_the_loop_is_refused_with_eos(false);
 }
 
 TEST(VideoLoop, AudioFlushAndStateCyclesRestartTheTask) {
