@@ -316,6 +316,9 @@ Gateway::Impl::Impl(GatewayConfig c, GatewayOptions o)
                   e.message);
     }
   };
+  lo.check_budget = [this](const std::string &user, std::int64_t nanos, const std::string &what) {
+    check_budget(user, nanos, store->reserved_nanos(user), what);
+  };
   lo.log = [this](const std::string &line) { log(line); };
   live = std::make_shared<LiveEndpoint>(*server, std::move(lo));
   add_routes();

@@ -31,6 +31,9 @@ constexpr int kOpusInputRate = 16000; // Opus input is decoded at the service's 
 constexpr int kMaxOpusFrameSamples = kOpusInputRate * 120 / 1000; // the longest Opus packet
 constexpr int kMaxBadPackets = 25; // consecutive undecodable packets before giving up
 constexpr std::size_t kMaxJpegBytes = 700 * 1024;
+// A conversation may start when a minute of it fits in the budget: 25 audio tokens a second
+// each way (the Live API's audio tokenisation).
+constexpr std::int64_t kMinuteOfAudioTokens = 60 * 25;
 
 struct DecoderDeleter {
   void operator()(OpusDecoder *d) const noexcept { opus_decoder_destroy(d); }
@@ -66,7 +69,7 @@ bool is_voice_name(std::string_view v) {
 } // namespace
 
 // One browser conversation: a WebSocket on one side, a LiveSession on the other.
-struct LiveEndpoint::Conversation {
+struct LiveEndpoint::Conversation : std::enable_shared_from_this<Conversation> {
   Conversation(Server &server, const WsSession &ws) : server(server), ws(ws.id), user(ws.user) {}
 
   void send(const json &message) const { server.send_ws(ws, dump(message)); }
@@ -99,6 +102,8 @@ struct LiveEndpoint::Conversation {
   bool announced = false;
   std::int64_t input_tokens = 0;
   std::int64_t output_tokens = 0;
+  std::atomic<std::int64_t> cost_nanos{0}; // the tokens so far, priced
+  std::atomic<bool> budget_check_queued{false};
 
   std::string model;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
@@ -169,19 +174,27 @@ struct LiveEndpoint::Impl {
   Impl(Server &s, LiveEndpointOptions o)
       : server(s), options(std::move(o)),
         capabilities(CapabilitySet::load_default(options.media)) {
-    closer = std::thread([this] { run_closer(); });
+    worker = std::thread([this] { run_worker(); });
   }
 
   void log(const std::string &line) const {
     if (options.log)
       options.log(line);
   }
-  void retire(std::shared_ptr<Conversation> conversation) {
+  // Runs `task` on the endpoint's worker thread, where waiting is allowed.
+  void post(std::function<void()> task) {
     std::lock_guard lock(mutex);
-    to_close.push_back(std::move(conversation));
-    closer_cv.notify_one();
+    tasks.push_back(std::move(task));
+    worker_cv.notify_one();
   }
-  void run_closer();
+  void retire(std::shared_ptr<Conversation> conversation) {
+    post([this, c = std::move(conversation)] { finish(*c); });
+  }
+  // Ends the conversation (1008, budget_exceeded) when `nanos` more would exceed its user's
+  // budget. On the worker.
+  void check_spending(const std::shared_ptr<Conversation> &c, std::int64_t nanos,
+                      const std::string &what);
+  void run_worker();
   void finish(Conversation &c);
   LiveCallbacks callbacks(Conversation *c);
   void open(const WsSession &ws);
@@ -192,30 +205,52 @@ struct LiveEndpoint::Impl {
 
   mutable std::mutex mutex;
   std::map<std::uint64_t, std::shared_ptr<Conversation>> conversations;
-  std::deque<std::shared_ptr<Conversation>> to_close;
-  std::condition_variable closer_cv;
-  std::condition_variable idle_cv; // to_close is empty and nothing is being closed
-  bool closing = false;
+  // The worker: closes conversations (which waits for the service) and checks budgets (which
+  // reads the ledger and the job store), off the server's and the sessions' network threads.
+  std::deque<std::function<void()>> tasks;
+  std::condition_variable worker_cv;
+  std::condition_variable idle_cv; // no task queued or running
+  bool busy = false;
   bool stopping = false;
-  std::thread closer;
+  std::thread worker;
 };
 
-void LiveEndpoint::Impl::run_closer() {
+void LiveEndpoint::Impl::run_worker() {
   std::unique_lock lock(mutex);
   for (;;) {
-    closer_cv.wait(lock, [this] { return stopping || !to_close.empty(); });
-    if (to_close.empty())
+    worker_cv.wait(lock, [this] { return stopping || !tasks.empty(); });
+    if (tasks.empty())
       return;
-    auto c = std::move(to_close.front());
-    to_close.pop_front();
-    closing = true;
+    auto task = std::move(tasks.front());
+    tasks.pop_front();
+    busy = true;
     lock.unlock();
-    finish(*c);
-    c.reset();
+    task();
+    task = nullptr; // what it holds (a conversation) goes here, unlocked
     lock.lock();
-    closing = false;
-    if (to_close.empty())
+    busy = false;
+    if (tasks.empty())
       idle_cv.notify_all();
+  }
+}
+
+void LiveEndpoint::Impl::check_spending(const std::shared_ptr<Conversation> &c,
+                                        std::int64_t nanos, const std::string &what) {
+  if (c->failed || nanos <= 0)
+    return;
+  try {
+    options.check_budget(c->user, nanos, what);
+  } catch (const Error &e) {
+    if (e.kind() != ErrorKind::BudgetExceeded) {
+      // The ledger or the job store cannot be read: the conversation goes on, as a REST
+      // request would fail rather than be refused.
+      log("live session of " + c->user + ": cannot check the budget: " + e.what());
+      return;
+    }
+    log("live session of " + c->user + " stopped: " + e.message());
+    c->fail(1008, "budget_exceeded", e.message());
+  } catch (const std::exception &e) {
+    log("live session of " + c->user + ": cannot check the budget: " + e.what());
   }
 }
 
@@ -322,10 +357,25 @@ LiveCallbacks LiveEndpoint::Impl::callbacks(Conversation *c) {
     if (!sources.empty())
       c->send({{"type", "grounding"}, {"sources", std::move(sources)}});
   };
-  cb.on_usage = [c](const LiveUsage &usage) {
+  cb.on_usage = [this, c](const LiveUsage &usage) {
     const TokenUsage t = token_usage(usage);
     c->input_tokens += t.input_tokens;
     c->output_tokens += t.output_tokens;
+    if (!options.media || !options.check_budget)
+      return;
+    TokenUsage total;
+    total.input_tokens = c->input_tokens;
+    total.output_tokens = c->output_tokens;
+    c->cost_nanos = price_live(*options.media, c->model, total).usd_nanos;
+    if (!c->budget_check_queued.exchange(true)) {
+      std::weak_ptr<Conversation> weak = c->weak_from_this();
+      post([this, weak] {
+        if (auto conversation = weak.lock()) {
+          conversation->budget_check_queued = false;
+          check_spending(conversation, conversation->cost_nanos, "this live conversation so far");
+        }
+      });
+    }
   };
   cb.on_error = [this, c](const Error &e) {
     log("live session of " + c->user + " failed: " + e.what());
@@ -429,6 +479,19 @@ void LiveEndpoint::Impl::open(const WsSession &ws) {
     bridge->attach(c->session);
     c->bridge = std::move(bridge);
     c->session->connect();
+    if (options.check_budget && options.media) {
+      // Checked on the worker (it reads the ledger and the job store); a conversation over
+      // budget ends within milliseconds, before the model has said anything.
+      TokenUsage minute;
+      minute.input_tokens = kMinuteOfAudioTokens;
+      minute.output_tokens = kMinuteOfAudioTokens;
+      const std::int64_t nanos = price_live(*options.media, c->model, minute).usd_nanos;
+      std::weak_ptr<Conversation> weak = c;
+      post([this, weak, nanos] {
+        if (auto conversation = weak.lock())
+          check_spending(conversation, nanos, "a minute of live conversation");
+      });
+    }
   } catch (...) {
     {
       std::lock_guard lock(mutex);
@@ -449,20 +512,20 @@ LiveEndpoint::~LiveEndpoint() {
   {
     std::lock_guard lock(impl_->mutex);
     impl_->stopping = true;
-    impl_->closer_cv.notify_one();
+    impl_->worker_cv.notify_one();
   }
-  impl_->closer.join();
+  impl_->worker.join();
 }
 
 void LiveEndpoint::close_all() {
   std::unique_lock lock(impl_->mutex);
   for (auto &[id, c] : impl_->conversations) {
     impl_->server.close_ws(c->ws, 1001, "the gateway is shutting down");
-    impl_->to_close.push_back(c);
+    impl_->tasks.push_back([impl = impl_.get(), c = c] { impl->finish(*c); });
   }
   impl_->conversations.clear();
-  impl_->closer_cv.notify_one();
-  impl_->idle_cv.wait(lock, [this] { return impl_->to_close.empty() && !impl_->closing; });
+  impl_->worker_cv.notify_one();
+  impl_->idle_cv.wait(lock, [this] { return impl_->tasks.empty() && !impl_->busy; });
 }
 
 std::size_t LiveEndpoint::active() const {

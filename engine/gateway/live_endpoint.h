@@ -40,13 +40,15 @@
 //   {"type":"error","reason":"...","message":"..."}   then the server closes the socket
 //
 // Close codes: 1000 normal; 1003 an unusable message (bad JSON, a binary message the input
-// encoding cannot decode repeatedly); 1008 over a limit; 1011 the Gemini session failed;
-// 1013 too many live sessions (the gateway's or the user's limit): retry later.
+// encoding cannot decode repeatedly); 1008 bad parameters, or the user's daily budget is spent
+// (reason budget_exceeded; checked before the conversation starts and after each model turn);
+// 1011 the Gemini session failed; 1013 too many live sessions (the gateway's or the user's
+// limit): retry later.
 //
 // Threading: WsEndpoint callbacks run on the server's service thread and only decode, queue and
 // post; each conversation's LiveSession runs its own network thread, whose callbacks encode and
-// post to the socket; closing a LiveSession (which waits for the service) happens on the
-// endpoint's closer thread, never on the service thread.
+// post to the socket; closing a LiveSession (which waits for the service) and budget checks
+// (which read the ledger and the job store) happen on the endpoint's worker thread.
 #pragma once
 
 #include "http_server.h"
@@ -83,6 +85,12 @@ struct LiveEndpointOptions {
   std::function<std::string(const std::string &user, const std::string &description,
                             const std::string &mood)>
       enqueue_video;
+  // Throws Error(BudgetExceeded) when `user` cannot spend `nanos` more today (the gateway's
+  // budget, counting the estimates of unfinished jobs); `what` names the spending in the message.
+  // Called on the endpoint's worker: before a conversation may start (for a minute of it) and
+  // after each of its usage reports (for what it has cost so far, not yet in the ledger).
+  std::function<void(const std::string &user, std::int64_t nanos, const std::string &what)>
+      check_budget;
   std::function<void(const std::string &)> log;
 };
 

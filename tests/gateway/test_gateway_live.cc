@@ -400,6 +400,55 @@ TEST_F(GatewayLive, RefusedUpstreamSetupIsAnErrorForTheClient) {
   EXPECT_NE(x.first("ready"), nullptr) << json(x.events).dump();
 }
 
+TEST_F(GatewayLive, TheDailyBudgetIsCheckedBeforeAndDuringAConversation) {
+  // bob: less than a minute of conversation left; alice: $5.
+  GatewayHarness h(dir_.path(), {{"budget", {{"daily_usd", 5}, {"users", {{"bob", 0.001}}}}}});
+  h.start();
+  {
+    WsClient ws;
+    ASSERT_EQ(ws.connect(h.port(), "/api/v1/live-session", {protocols(kBobToken)}), 101);
+    Received r;
+    read_until(ws, r, [](const Received &x) { return x.count("error") > 0; }, 10s);
+    const json *error = r.first("error");
+    ASSERT_NE(error, nullptr) << json(r.events).dump();
+    EXPECT_EQ((*error)["reason"], "budget_exceeded");
+    EXPECT_NE((*error)["message"].get<std::string>().find("a minute of live conversation"),
+              std::string::npos)
+        << *error;
+    EXPECT_FALSE(ws.next(5s));
+    EXPECT_EQ(ws.close_code, 1008);
+    EXPECT_EQ(r.audio.size(), 0u);
+  }
+
+  WsClient ws;
+  ASSERT_EQ(ws.connect(h.port(), "/api/v1/live-session", {protocols(kAliceToken)}), 101);
+  Received r;
+  ASSERT_TRUE(ws.send_text(R"({"type":"text","text":"hello how are you"})"));
+  read_until(ws, r, turn_done, 30s);
+  ASSERT_TRUE(turn_done(r)) << json(r.events).dump();
+  ASSERT_EQ(r.count("error"), 0u);
+  // Alice spends the rest of today's budget elsewhere; the conversation ends at its next turn.
+  {
+    CostLedger ledger(h.ledger_path());
+    CostEntry video;
+    video.user = "alice";
+    video.kind = CostKind::Video;
+    video.model = "veo-3.0-generate-001";
+    video.usd_nanos = 5'000'000'000;
+    ledger.record(video);
+  }
+  ASSERT_TRUE(ws.send_text(R"({"type":"text","text":"thank you"})"));
+  read_until(ws, r, [](const Received &x) { return x.count("error") > 0; }, 30s);
+  const json *error = r.first("error");
+  ASSERT_NE(error, nullptr) << json(r.events).dump();
+  EXPECT_EQ((*error)["reason"], "budget_exceeded");
+  EXPECT_NE((*error)["message"].get<std::string>().find("this live conversation so far"),
+            std::string::npos)
+      << *error;
+  EXPECT_FALSE(ws.next(5s));
+  EXPECT_EQ(ws.close_code, 1008);
+}
+
 TEST_F(GatewayLive, RefusalsAndLimits) {
   GatewayHarness h(dir_.path(), {{"live", {{"max_sessions_per_user", 1}}}});
   h.start();
