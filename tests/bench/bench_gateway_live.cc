@@ -12,6 +12,8 @@
 // mostly show the backend; the gateway's CPU figure is its own.
 //
 //   bench_gateway_live GEMSTREAM_BINARY [SESSIONS...]     (default 1 4 8 16)
+//
+// Exits 1 when a conversation did not complete; CTest runs it as test_gateway_load.
 #include "bench_process.h"
 #include "common/ws_client.h"
 #include "speech.h" // the local backend's flite synthesis
@@ -173,6 +175,7 @@ int main(int argc, char **argv) {
         {"live", {{"max_sessions", most}, {"max_sessions_per_user", most}}}}.dump(2);
   }
   unsetenv("GOOGLE_API_KEY");
+  unsetenv("GEMINI_API_KEY");
   auto [backend, backend_url] = gemstream::bench::start_backend(argv[1]);
   setenv("GEMSTREAM_BASE_URL", backend_url.c_str(), 1);
   auto [gateway, gateway_url] = gemstream::bench::start_and_read_line(
@@ -190,6 +193,7 @@ int main(int argc, char **argv) {
               "reply p50", "reply p95", "reply max", "gateway cpu", "cpu ms/audio s",
               "sessions/core");
 
+  int failures = 0;
   for (const int n : counts) {
     std::vector<Result> results(static_cast<std::size_t>(n));
     const double cpu0 = gemstream::bench::process_cpu_seconds(gateway);
@@ -210,6 +214,7 @@ int main(int argc, char **argv) {
     for (const auto &r : results) {
       if (!r.ok) {
         std::fprintf(stderr, "  a conversation failed: %s\n", r.failure.c_str());
+        ++failures;
         continue;
       }
       ++ok;
@@ -229,5 +234,6 @@ int main(int argc, char **argv) {
   waitpid(gateway, nullptr, 0);
   waitpid(backend, nullptr, 0);
   fs::remove_all(dir);
-  return 0;
+  // As a test (test_gateway_load): every conversation must have completed.
+  return failures == 0 ? 0 : 1;
 }
