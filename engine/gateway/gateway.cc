@@ -228,8 +228,10 @@ struct Gateway::Impl {
   Response generate_cover(Request &req);
   Response generate_video(Request &req);
   // Validates and queues a video job of `owner`; throws HttpError or Error(BudgetExceeded).
+  // `created` (optional) sees the job id once the job is stored, before a worker may run it.
   JobRecord enqueue_video(const std::string &owner, VideoJobSpec spec,
-                          const std::string &model_name);
+                          const std::string &model_name,
+                          const std::function<void(const std::string &)> &created = {});
   Response get_job(Request &req);
   Response list_jobs(Request &req);
   Response analyze_video(Request &req);
@@ -305,12 +307,13 @@ Gateway::Impl::Impl(GatewayConfig c, GatewayOptions o)
   lo.max_sessions = config.live.max_sessions;
   lo.max_sessions_per_user = config.live.max_sessions_per_user;
   lo.enqueue_video = [this](const std::string &owner, const std::string &description,
-                            const std::string &mood) {
+                            const std::string &mood,
+                            const std::function<void(const std::string &)> &created) {
     VideoJobSpec spec;
     spec.description = description;
     spec.mood = mood;
     try {
-      return enqueue_video(owner, std::move(spec), {}).id;
+      return enqueue_video(owner, std::move(spec), {}, created).id;
     } catch (const HttpError &e) {
       throw Error(e.status == 429 ? ErrorKind::ResourceExhausted : ErrorKind::InvalidArgument,
                   e.message);
@@ -562,7 +565,8 @@ Response Gateway::Impl::generate_video(Request &req) {
 }
 
 JobRecord Gateway::Impl::enqueue_video(const std::string &owner, VideoJobSpec spec,
-                                       const std::string &model_name) {
+                                       const std::string &model_name,
+                                       const std::function<void(const std::string &)> &created) {
   build_background_video_prompt(media, {spec.description, spec.mood}); // validates both
   const VideoModel *model = nullptr;
   try {
@@ -597,6 +601,8 @@ JobRecord Gateway::Impl::enqueue_video(const std::string &owner, VideoJobSpec sp
   job.spec_json = spec.to_json().dump();
   job.estimate_nanos = estimate.usd_nanos;
   store->create(job);
+  if (created)
+    created(job.id);
   runner->wake();
   return job;
 }
@@ -843,6 +849,9 @@ void Gateway::stop() {
   if (impl_->bus)
     impl_->bus->stop();
   impl_->server->stop();
+  // Conversations opened while close_all() ran, and the sockets server->stop() closed, end now,
+  // before the job runner and the server they use can go away.
+  impl_->live->close_all();
   impl_->started = false;
 }
 

@@ -964,11 +964,14 @@ bool Server::Impl::cors_allowed(const std::string &origin) const {
 }
 
 void Server::Impl::deliver(Transaction &tx, Response response) {
-  if (const std::string origin = tx.head.header("origin"); cors_allowed(origin)) {
-    response.headers.emplace_back("access-control-allow-origin", origin);
+  if (!options.cors_origins.empty()) {
+    // The answer depends on the Origin header: caches must not hand it to another origin.
     response.headers.emplace_back("vary", "origin");
-    response.headers.emplace_back("access-control-expose-headers",
-                                  "location, retry-after, etag, content-range, accept-ranges");
+    if (const std::string origin = tx.head.header("origin"); cors_allowed(origin)) {
+      response.headers.emplace_back("access-control-allow-origin", origin);
+      response.headers.emplace_back("access-control-expose-headers",
+                                    "location, retry-after, etag, content-range, accept-ranges");
+    }
   }
   tx.response = std::move(response);
   tx.length = tx.response->file ? tx.response->file->length : tx.response->body.size();

@@ -132,7 +132,8 @@ struct ServerOptions {
   std::string server_name = "gemstream-gateway";
   // Origins whose pages may call the HTTP routes from a browser (CORS): exact origins such as
   // "https://app.example.com", or "*" for any. Empty: no CORS headers, so browsers allow only
-  // pages of the gateway's own origin. Preflight requests (OPTIONS) need no token.
+  // pages of the gateway's own origin. Preflight requests (OPTIONS) need no token; pages may
+  // send the headers Authorization, Content-Type and Range.
   std::vector<std::string> cors_origins;
   // One line per finished request: method, path (never the query), status, user, duration.
   std::function<void(const std::string &)> access_log;

@@ -31,6 +31,12 @@ constexpr int kOpusInputRate = 16000; // Opus input is decoded at the service's 
 constexpr int kMaxOpusFrameSamples = kOpusInputRate * 120 / 1000; // the longest Opus packet
 constexpr int kMaxBadPackets = 25; // consecutive undecodable packets before giving up
 constexpr std::size_t kMaxJpegBytes = 700 * 1024;
+// Each of these starts work upstream (a paid model turn, an image to process), so a client
+// cannot send them faster: typed turns (more often is refused), webcam frames and audio_end
+// (more often are dropped; the model gets about one frame a second anyway).
+constexpr auto kMinTextInterval = std::chrono::milliseconds(250);
+constexpr auto kMinFrameInterval = std::chrono::milliseconds(200);
+constexpr auto kMinAudioEndInterval = std::chrono::milliseconds(100);
 // A conversation may start when a minute of it fits in the budget: 25 audio tokens a second
 // each way (the Live API's audio tokenisation).
 constexpr std::int64_t kMinuteOfAudioTokens = 60 * 25;
@@ -107,12 +113,15 @@ struct LiveEndpoint::Conversation : std::enable_shared_from_this<Conversation> {
 
   std::string model;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-  std::shared_ptr<LiveSession> session;
+  // Client messages that start work upstream, for their rate limits (service thread only).
+  std::chrono::steady_clock::time_point last_text{}, last_frame{}, last_audio_end{};
 
-  // Guards `bridge` (the closer takes it away while job_event() may use it) and `jobs`.
+  // Guards `bridge` (the worker takes it away while job_event() may use it) and `jobs`.
   std::mutex mutex;
   std::unique_ptr<LiveToolBridge> bridge;
   std::set<std::string> jobs; // the gateway jobs this conversation queued
+  // Declared after `bridge`, so it is destroyed first: the session's callbacks use the bridge.
+  std::shared_ptr<LiveSession> session;
 
   void encode_output(const std::int16_t *pcm, std::size_t samples, int rate);
   void flush_output();
@@ -121,7 +130,12 @@ struct LiveEndpoint::Conversation : std::enable_shared_from_this<Conversation> {
 void LiveEndpoint::Conversation::encode_output(const std::int16_t *pcm, std::size_t samples,
                                                int rate) {
   if (!output_opus) {
-    server.send_ws(ws, std::string(reinterpret_cast<const char *>(pcm), samples * 2), true);
+    std::string bytes(samples * 2, '\0');
+    for (std::size_t i = 0; i < samples; ++i) { // S16LE, whatever the host's byte order
+      bytes[2 * i] = char(std::uint16_t(pcm[i]) & 0xff);
+      bytes[2 * i + 1] = char(std::uint16_t(pcm[i]) >> 8);
+    }
+    server.send_ws(ws, std::move(bytes), true);
     return;
   }
   if (rate != encoder_rate) {
@@ -190,10 +204,12 @@ struct LiveEndpoint::Impl {
   void retire(std::shared_ptr<Conversation> conversation) {
     post([this, c = std::move(conversation)] { finish(*c); });
   }
-  // Ends the conversation (1008, budget_exceeded) when `nanos` more would exceed its user's
-  // budget. On the worker.
-  void check_spending(const std::shared_ptr<Conversation> &c, std::int64_t nanos,
+  // Ends the conversation (1008, budget_exceeded) and answers false when `nanos` more (plus what
+  // the user's other open conversations have cost) would exceed the user's budget. On the
+  // worker.
+  bool check_spending(const std::shared_ptr<Conversation> &c, std::int64_t nanos,
                       const std::string &what);
+  void connect(const std::shared_ptr<Conversation> &c);
   void run_worker();
   void finish(Conversation &c);
   LiveCallbacks callbacks(Conversation *c);
@@ -234,30 +250,57 @@ void LiveEndpoint::Impl::run_worker() {
   }
 }
 
-void LiveEndpoint::Impl::check_spending(const std::shared_ptr<Conversation> &c,
+bool LiveEndpoint::Impl::check_spending(const std::shared_ptr<Conversation> &c,
                                         std::int64_t nanos, const std::string &what) {
-  if (c->failed || nanos <= 0)
-    return;
+  if (c->failed)
+    return false;
+  // The user's other open conversations have spent too, and none of it is in the ledger yet.
+  std::int64_t others = 0;
+  {
+    std::lock_guard lock(mutex);
+    for (const auto &[id, other] : conversations)
+      if (other != c && other->user == c->user)
+        others += other->cost_nanos;
+  }
+  if (nanos + others <= 0)
+    return true;
   try {
-    options.check_budget(c->user, nanos, what);
+    options.check_budget(c->user, nanos + others,
+                         others > 0 ? what + " and your other live conversations" : what);
+    return true;
   } catch (const Error &e) {
-    if (e.kind() != ErrorKind::BudgetExceeded) {
-      // The ledger or the job store cannot be read: the conversation goes on, as a REST
-      // request would fail rather than be refused.
-      log("live session of " + c->user + ": cannot check the budget: " + e.what());
-      return;
+    if (e.kind() == ErrorKind::BudgetExceeded) {
+      log("live session of " + c->user + " stopped: " + e.message());
+      c->fail(1008, "budget_exceeded", e.message());
+      return false;
     }
-    log("live session of " + c->user + " stopped: " + e.message());
-    c->fail(1008, "budget_exceeded", e.message());
+    // The ledger or the job store cannot be read: the conversation goes on, as it would
+    // without a budget.
+    log("live session of " + c->user + ": cannot check the budget: " + e.what());
   } catch (const std::exception &e) {
     log("live session of " + c->user + ": cannot check the budget: " + e.what());
+  }
+  return true;
+}
+
+void LiveEndpoint::Impl::connect(const std::shared_ptr<Conversation> &c) {
+  if (c->failed)
+    return;
+  try {
+    c->session->connect();
+  } catch (const std::exception &e) {
+    log("live session of " + c->user + " could not start: " + e.what());
+    c->fail(1011, "upstream_error", std::string("the live session could not start: ") + e.what());
   }
 }
 
 // Closes the Live session (waiting for the service), stops the tools and records the cost.
 void LiveEndpoint::Impl::finish(Conversation &c) {
+  // The browser has gone: input not sent yet is worth nothing, so the close does not drain it
+  // (at most about 150 ms, which keeps the worker free for the others). No session callback
+  // (they read c.bridge unlocked) runs after this.
   if (c.session)
-    c.session->close(); // no session callback (which reads c.bridge unlocked) runs after this
+    c.session->close(std::chrono::milliseconds(0));
   std::unique_ptr<LiveToolBridge> bridge;
   {
     std::lock_guard lock(c.mutex);
@@ -419,7 +462,8 @@ void LiveEndpoint::Impl::open(const WsSession &ws) {
       throw Refusal{1013, "too_many_sessions",
                     "you have " + std::to_string(mine) +
                         " live sessions open, the most allowed; close one first"};
-    conversations[ws.id] = c;
+    // Inserted only once it is complete (below): close_all() may run meanwhile. Only this
+    // thread opens conversations, so the limits cannot be overrun in between.
   }
   try {
     if (c->input_opus) {
@@ -449,12 +493,12 @@ void LiveEndpoint::Impl::open(const WsSession &ws) {
       std::weak_ptr<Conversation> weak = c;
       run.submit_video = [this, weak, user = ws.user](const std::string &description,
                                                       const std::string &mood) {
-        std::string id = options.enqueue_video(user, description, mood);
-        if (auto conv = weak.lock()) {
-          std::lock_guard lock(conv->mutex);
-          conv->jobs.insert(id);
-        }
-        return id;
+        return options.enqueue_video(user, description, mood, [&](const std::string &id) {
+          if (auto conv = weak.lock()) {
+            std::lock_guard lock(conv->mutex);
+            conv->jobs.insert(id);
+          }
+        });
       };
     }
     Conversation *raw = c.get();
@@ -478,28 +522,31 @@ void LiveEndpoint::Impl::open(const WsSession &ws) {
     c->session = std::make_shared<LiveSession>(options.endpoint, std::move(config), callbacks(raw));
     bridge->attach(c->session);
     c->bridge = std::move(bridge);
-    c->session->connect();
-    if (options.check_budget && options.media) {
-      // Checked on the worker (it reads the ledger and the job store); a conversation over
-      // budget ends within milliseconds, before the model has said anything.
-      TokenUsage minute;
-      minute.input_tokens = kMinuteOfAudioTokens;
-      minute.output_tokens = kMinuteOfAudioTokens;
-      const std::int64_t nanos = price_live(*options.media, c->model, minute).usd_nanos;
-      std::weak_ptr<Conversation> weak = c;
-      post([this, weak, nanos] {
-        if (auto conversation = weak.lock())
-          check_spending(conversation, nanos, "a minute of live conversation");
-      });
-    }
   } catch (...) {
-    {
-      std::lock_guard lock(mutex);
-      conversations.erase(ws.id);
-    }
     retire(std::move(c));
     throw;
   }
+  {
+    std::lock_guard lock(mutex);
+    conversations[ws.id] = c;
+  }
+  if (!options.check_budget || !options.media) {
+    connect(c);
+    return;
+  }
+  // The upstream session starts once a minute of conversation fits in the budget. The check
+  // reads the ledger and the job store, so it runs on the worker; input sent meanwhile is
+  // queued by the session.
+  TokenUsage minute;
+  minute.input_tokens = kMinuteOfAudioTokens;
+  minute.output_tokens = kMinuteOfAudioTokens;
+  const std::int64_t nanos = price_live(*options.media, c->model, minute).usd_nanos;
+  std::weak_ptr<Conversation> weak = c;
+  post([this, weak, nanos] {
+    if (auto conversation = weak.lock())
+      if (check_spending(conversation, nanos, "a minute of live conversation"))
+        connect(conversation);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -564,6 +611,8 @@ void LiveEndpoint::on_message(const WsSession &session, std::string_view data, b
     return;
   if (binary) {
     if (c->input_opus) {
+      if (data.empty())
+        return; // libopus would conceal a lost packet: 120 ms of made-up audio
       const int n = opus_decode(c->decoder.get(), reinterpret_cast<const unsigned char *>(data.data()),
                                 opus_int32(data.size()), c->decoded.data(),
                                 int(c->decoded.size()), 0);
@@ -608,6 +657,10 @@ void LiveEndpoint::on_message(const WsSession &session, std::string_view data, b
   if (type == "ping") {
     c->send({{"type", "pong"}});
   } else if (type == "audio_end") {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - c->last_audio_end < kMinAudioEndInterval)
+      return;
+    c->last_audio_end = now;
     c->session->audio_stream_end();
   } else if (type == "text") {
     const std::string text = text_field("text");
@@ -615,8 +668,18 @@ void LiveEndpoint::on_message(const WsSession &session, std::string_view data, b
       c->fail(1003, "invalid_message", "a text message needs \"text\" of 1 to 8000 characters");
       return;
     }
+    const auto now = std::chrono::steady_clock::now();
+    if (now - c->last_text < kMinTextInterval) {
+      c->fail(1008, "rate_limited", "typed turns may come at most every 250 ms");
+      return;
+    }
+    c->last_text = now;
     c->session->send_client_content({LiveTurn{"user", text}}, true);
   } else if (type == "video_frame") {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - c->last_frame < kMinFrameInterval)
+      return; // not even decoded
+    c->last_frame = now;
     if (text_field("mimeType") != "image/jpeg") {
       c->fail(1003, "invalid_message", "video_frame needs \"mimeType\":\"image/jpeg\"");
       return;

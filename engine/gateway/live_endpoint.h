@@ -8,7 +8,8 @@
 //                    pcm:  S16LE mono at `rate` Hz (8000..48000, default 16000), any length.
 //   output=opus|pcm  (default opus) binary messages from the server are
 //                    opus: one raw Opus packet each, 24 kHz mono, 20 ms per packet;
-//                    pcm:  S16LE mono 24 kHz.
+//                    pcm:  S16LE mono 24 kHz (the model's rate; every current model speaks
+//                          at 24 kHz).
 //   voice=NAME       a prebuilt voice ("Puck"); default: the service's.
 //
 // Client -> server text messages (JSON objects):
@@ -29,26 +30,34 @@
 //   {"type":"interrupted"}      the user barged in: stop playing and drop the queued audio
 //   {"type":"turn_complete"}    the model finished its turn
 //   {"type":"capability","event":"consent-requested|started|progress|finished|failed",
-//    "capability":"generate_card_image","message":"...","jobId":"...","url":"...","urls":{...}}
-//        url: the card image made; urls: a finished video job's files (clip, loopMp4,
-//        loopWebm, poster), as in the notifications
-//        a tool the model called (card image, background video, search); a background video is
-//        a job of the gateway's durable queue: its end is announced on /api/v1/notifications
-//        and told to the model, which tells the user
+//    "capability":"generate_card_image","message":"...","jobId":"...","url":"...","urls":{...},
+//    "usd":0.001}
+//        a tool the model called (card image, background video, search). url: the card image
+//        made; urls: a finished video job's files (clip, loopMp4, loopWebm, poster), as in the
+//        notifications; usd: what it cost. A background video is a job of the gateway's
+//        durable queue: its end is announced on /api/v1/notifications and told to the model,
+//        which tells the user
 //   {"type":"grounding","sources":[{"title":"...","uri":"..."}]}  search results the model used
 //   {"type":"state","state":"reconnecting"|"ready"}   the upstream session is being resumed
 //   {"type":"error","reason":"...","message":"..."}   then the server closes the socket
 //
-// Close codes: 1000 normal; 1003 an unusable message (bad JSON, a binary message the input
-// encoding cannot decode repeatedly); 1008 bad parameters, or the user's daily budget is spent
-// (reason budget_exceeded; checked before the conversation starts and after each model turn);
-// 1011 the Gemini session failed; 1013 too many live sessions (the gateway's or the user's
-// limit): retry later.
+// Close codes, each after an error message naming the reason: 1001 the gateway is shutting
+// down; 1003 an unusable message (bad JSON, an unknown type, a frame that is not a JPEG, binary
+// messages the input encoding cannot decode, repeatedly); 1008 bad parameters, typed turns
+// faster than one per 250 ms (rate_limited), or the user's daily budget is spent
+// (budget_exceeded: checked before the upstream session starts, for a minute of conversation,
+// and after each usage report, counting the user's other open conversations); 1009 a video
+// frame over 700 KiB; 1011 the Gemini session failed; 1013 too many live sessions (the
+// gateway's or the user's limit): retry later. The server itself closes with 1009 a message
+// over 1 MiB and with 1008 a client that reads so slowly that 4 MiB wait for it, without an
+// error message. Webcam frames closer than 200 ms apart and empty Opus packets are dropped.
 //
-// Threading: WsEndpoint callbacks run on the server's service thread and only decode, queue and
-// post; each conversation's LiveSession runs its own network thread, whose callbacks encode and
-// post to the socket; closing a LiveSession (which waits for the service) and budget checks
-// (which read the ledger and the job store) happen on the endpoint's worker thread.
+// Threading: WsEndpoint callbacks run on the server's service thread: they decode, queue and
+// post, and on_open builds the conversation (its LiveSession and tool runner threads) without
+// waiting on the network; each LiveSession runs its own network thread, whose callbacks encode
+// and post to the socket; budget checks and connecting (which read the ledger and the job
+// store first) and closing a LiveSession (which waits up to ~150 ms for the service) run on the
+// endpoint's worker thread.
 #pragma once
 
 #include "http_server.h"
@@ -80,10 +89,13 @@ struct LiveEndpointOptions {
   std::size_t max_sessions = 32;
   std::size_t max_sessions_per_user = 4;
   // A confirmed background video from a conversation: enqueue it on the durable queue as the
-  // REST route does and return the job id. Throws gemstream::Error when it cannot
-  // (budget, too many jobs); the model is told why.
+  // REST route does and return the job id, calling `created` with it once the job is stored
+  // and before any worker can run it (so its end cannot be reported before the conversation
+  // knows it). Throws gemstream::Error when it cannot (budget, too many jobs); the model is
+  // told why.
   std::function<std::string(const std::string &user, const std::string &description,
-                            const std::string &mood)>
+                            const std::string &mood,
+                            const std::function<void(const std::string &job_id)> &created)>
       enqueue_video;
   // Throws Error(BudgetExceeded) when `user` cannot spend `nanos` more today (the gateway's
   // budget, counting the estimates of unfinished jobs); `what` names the spending in the message.

@@ -2,6 +2,7 @@
 // Opus packets or PCM, the model's speech back as Opus (decoded here) or PCM, transcripts, tools
 // (a background video through the gateway's durable queue), limits and refusals.
 #include "gateway_test_util.h"
+#include "codec.h"  // base64
 #include "speech.h" // the local backend's flite synthesis
 
 #include <opus.h>
@@ -157,7 +158,10 @@ TEST_F(GatewayLive, SpokenOpusInOpusOut) {
   opus_decoder_destroy(dec);
   EXPECT_GT(samples, 24000u / 2) << "less than half a second of speech";
   EXPECT_GT(std::sqrt(energy / double(samples)), 300.0) << "the decoded answer is silent";
-  // The transcript ends before the turn does, and no audio follows turn_complete.
+  // The turn's last words (padded to a whole packet) came before turn_complete: nothing follows.
+  const std::size_t answered = r.audio.size();
+  read_until(ws, r, [](const Received &) { return false; }, 500ms);
+  EXPECT_EQ(r.audio.size(), answered);
   EXPECT_EQ(r.events.back().value("type", ""), "turn_complete");
 }
 
@@ -374,7 +378,7 @@ TEST_F(GatewayLive, UpstreamDropIsResumedOnTheSameSocket) {
 }
 
 TEST_F(GatewayLive, RefusedUpstreamSetupIsAnErrorForTheClient) {
-  GatewayHarness h(dir_.path());
+  GatewayHarness h(dir_.path(), {{"live", {{"max_sessions_per_user", 1}}}});
   h.start();
   h.backend().fail_next_live_setup(1008, "API key not valid. Please pass a valid API key.");
   WsClient ws;
@@ -407,6 +411,7 @@ TEST_F(GatewayLive, TheDailyBudgetIsCheckedBeforeAndDuringAConversation) {
   {
     WsClient ws;
     ASSERT_EQ(ws.connect(h.port(), "/api/v1/live-session", {protocols(kBobToken)}), 101);
+    ASSERT_TRUE(ws.send_text(R"({"type":"text","text":"hello how are you"})"));
     Received r;
     read_until(ws, r, [](const Received &x) { return x.count("error") > 0; }, 10s);
     const json *error = r.first("error");
@@ -417,7 +422,10 @@ TEST_F(GatewayLive, TheDailyBudgetIsCheckedBeforeAndDuringAConversation) {
         << *error;
     EXPECT_FALSE(ws.next(5s));
     EXPECT_EQ(ws.close_code, 1008);
+    // The upstream session never started: nothing was said, heard or paid for.
+    EXPECT_EQ(r.events.size(), 1u) << json(r.events).dump();
     EXPECT_EQ(r.audio.size(), 0u);
+    EXPECT_TRUE(h.backend().live_audio().empty());
   }
 
   WsClient ws;
@@ -446,6 +454,57 @@ TEST_F(GatewayLive, TheDailyBudgetIsCheckedBeforeAndDuringAConversation) {
             std::string::npos)
       << *error;
   EXPECT_FALSE(ws.next(5s));
+  EXPECT_EQ(ws.close_code, 1008);
+}
+
+TEST_F(GatewayLive, WebcamFramesPingAndWhatIsDropped) {
+  GatewayHarness h(dir_.path());
+  h.start();
+  const fs::path jpeg_file = dir_.path() / "frame.jpg";
+  ASSERT_EQ(std::system(("ffmpeg -loglevel error -y -f lavfi -i color=c=red:s=160x120 "
+                         "-frames:v 1 " +
+                         jpeg_file.string())
+                            .c_str()),
+            0);
+  const std::string frame = json{{"type", "video_frame"},
+                                 {"mimeType", "image/jpeg"},
+                                 {"data", codec::base64_encode(slurp(jpeg_file))}}
+                                .dump();
+  WsClient ws;
+  ASSERT_EQ(ws.connect(h.port(), "/api/v1/live-session", {protocols(kAliceToken)}), 101);
+  Received r;
+  ASSERT_TRUE(ws.send_text(R"({"type":"ping"})"));
+  read_until(ws, r, [](const Received &x) { return x.count("pong") > 0; }, 10s);
+  ASSERT_EQ(r.count("pong"), 1u);
+
+  // Empty Opus packets are dropped, not decoded into concealment audio.
+  for (int i = 0; i < 30; ++i)
+    ASSERT_TRUE(ws.send_binary(""));
+  // Three frames reach the model; one sent 50 ms after another is dropped.
+  ASSERT_TRUE(ws.send_text(frame));
+  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(ws.send_text(frame));
+  for (int i = 0; i < 2; ++i) {
+    std::this_thread::sleep_for(300ms);
+    ASSERT_TRUE(ws.send_text(frame));
+  }
+  ASSERT_TRUE(ws.send_text(R"({"type":"text","text":"what do you see"})"));
+  // The answer's first sentence is enough (the rest describes the frames for a while).
+  read_until(
+      ws, r, [](const Received &x) { return x.model_text.find(" seconds.") != std::string::npos; },
+      30s);
+  EXPECT_NE(r.model_text.find("You have sent me 3 frames"), std::string::npos) << r.model_text;
+  EXPECT_EQ(r.count("error"), 0u);
+  ASSERT_EQ(h.backend().live_audio().size(), 1u);
+  EXPECT_EQ(h.backend().live_audio()[0].received_bytes, 0u);
+
+  // Typed turns faster than one per 250 ms are refused.
+  ASSERT_TRUE(ws.send_text(R"({"type":"text","text":"thank you"})"));
+  ASSERT_TRUE(ws.send_text(R"({"type":"text","text":"thank you"})"));
+  read_until(ws, r, [](const Received &x) { return x.count("error") > 0; }, 10s);
+  ASSERT_NE(r.first("error"), nullptr);
+  EXPECT_EQ((*r.first("error"))["reason"], "rate_limited");
+  EXPECT_FALSE(ws.next(10s));
   EXPECT_EQ(ws.close_code, 1008);
 }
 
