@@ -307,13 +307,13 @@ Gateway::Impl::Impl(GatewayConfig c, GatewayOptions o)
   lo.max_sessions = config.live.max_sessions;
   lo.max_sessions_per_user = config.live.max_sessions_per_user;
   lo.enqueue_video = [this](const std::string &owner, const std::string &description,
-                            const std::string &mood,
+                            const std::string &mood, const std::string &model_key,
                             const std::function<void(const std::string &)> &created) {
     VideoJobSpec spec;
     spec.description = description;
     spec.mood = mood;
     try {
-      return enqueue_video(owner, std::move(spec), {}, created).id;
+      return enqueue_video(owner, std::move(spec), model_key, created).id;
     } catch (const HttpError &e) {
       throw Error(e.status == 429 ? ErrorKind::ResourceExhausted : ErrorKind::InvalidArgument,
                   e.message);

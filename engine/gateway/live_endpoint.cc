@@ -492,8 +492,10 @@ void LiveEndpoint::Impl::open(const WsSession &ws) {
     if (options.enqueue_video) {
       std::weak_ptr<Conversation> weak = c;
       run.submit_video = [this, weak, user = ws.user](const std::string &description,
-                                                      const std::string &mood) {
-        return options.enqueue_video(user, description, mood, [&](const std::string &id) {
+                                                      const std::string &mood,
+                                                      const std::string &model_key) {
+        return options.enqueue_video(user, description, mood, model_key,
+                                     [&](const std::string &id) {
           if (auto conv = weak.lock()) {
             std::lock_guard lock(conv->mutex);
             conv->jobs.insert(id);

@@ -88,13 +88,13 @@ struct LiveEndpointOptions {
   std::string system_instruction;
   std::size_t max_sessions = 32;
   std::size_t max_sessions_per_user = 4;
-  // A confirmed background video from a conversation: enqueue it on the durable queue as the
-  // REST route does and return the job id, calling `created` with it once the job is stored
+  // A confirmed background video from a conversation (with the video model the capability
+  // runner chose): enqueue it on the durable queue as the REST route does and return the job id, calling `created` with it once the job is stored
   // and before any worker can run it (so its end cannot be reported before the conversation
   // knows it). Throws gemstream::Error when it cannot (budget, too many jobs); the model is
   // told why.
   std::function<std::string(const std::string &user, const std::string &description,
-                            const std::string &mood,
+                            const std::string &mood, const std::string &model_key,
                             const std::function<void(const std::string &job_id)> &created)>
       enqueue_video;
   // Throws Error(BudgetExceeded) when `user` cannot spend `nanos` more today (the gateway's

@@ -717,7 +717,8 @@ json CapabilityRunner::Impl::start_video(const std::string &call_id, const Capab
       build_background_video_prompt(media, {description, arg_string(args, "mood")});
   const CostEntry estimate = price_video(media, model.key, model.duration_seconds);
   if (options.submit_video) {
-    const std::string job_id = options.submit_video(description, arg_string(args, "mood"));
+    const std::string job_id =
+        options.submit_video(description, arg_string(args, "mood"), model.key);
     emit(CapabilityEvent::Type::Started, call_id, c,
          "queued a background video of " + description + " (job " + job_id + ")", job_id);
     return {{"status", "started"},

@@ -167,11 +167,13 @@ struct CapabilityRunnerOptions {
       const std::function<void(const std::string &)> &progress)>
       finish_video;
   // When set, a confirmed background video is not made by the runner: this receives the
-  // description and mood and returns the id of a job that will make it elsewhere (a gateway's
-  // durable queue, which checks the budget itself, counting its unfinished jobs). Whoever runs
-  // that job reports its end to the model (LiveToolBridge::report_job). Throwing
-  // gemstream::Error fails the call with the error's message, which the model passes on.
-  std::function<std::string(const std::string &description, const std::string &mood)>
+  // description, the mood and the video model's config key (chosen as for the runner's own
+  // jobs) and returns the id of a job that will make it elsewhere (a gateway's durable queue,
+  // which checks the budget itself, counting its unfinished jobs). Whoever runs that job
+  // reports its end to the model (LiveToolBridge::report_job). Throwing gemstream::Error fails
+  // the call with the error's message, which the model passes on.
+  std::function<std::string(const std::string &description, const std::string &mood,
+                            const std::string &model_key)>
       submit_video;
 };
 
