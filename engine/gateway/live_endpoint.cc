@@ -84,12 +84,16 @@ struct LiveEndpoint::Conversation : std::enable_shared_from_this<Conversation> {
       return;
     send({{"type", "error"}, {"reason", reason}, {"message", message}});
     server.close_ws(ws, code, message);
+    // The model stops now, not when the socket has finished closing (up to 5 s).
+    if (stop_upstream)
+      stop_upstream();
   }
 
   Server &server;
   const std::uint64_t ws;
   const std::string user;
   std::atomic<bool> failed{false};
+  std::function<void()> stop_upstream; // set before the session starts; posts to the worker
 
   // Input: the server's service thread only.
   bool input_opus = true;
@@ -503,6 +507,12 @@ void LiveEndpoint::Impl::open(const WsSession &ws) {
         });
       };
     }
+    c->stop_upstream = [this, weak = std::weak_ptr<Conversation>(c)] {
+      post([weak] {
+        if (auto conversation = weak.lock())
+          conversation->session->close(std::chrono::milliseconds(0));
+      });
+    };
     Conversation *raw = c.get();
     const fs::path media_dir = options.media_dir;
     auto bridge = std::make_unique<LiveToolBridge>(

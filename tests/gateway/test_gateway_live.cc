@@ -453,6 +453,11 @@ TEST_F(GatewayLive, TheDailyBudgetIsCheckedBeforeAndDuringAConversation) {
   EXPECT_NE((*error)["message"].get<std::string>().find("this live conversation so far"),
             std::string::npos)
       << *error;
+  // The model stops at once, whatever the browser does with its socket.
+  const auto deadline = std::chrono::steady_clock::now() + 2s;
+  while (h.backend().live_session_count() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(h.backend().live_session_count(), 0u);
   EXPECT_FALSE(ws.next(5s));
   EXPECT_EQ(ws.close_code, 1008);
 }
