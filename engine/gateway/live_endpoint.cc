@@ -245,7 +245,11 @@ void LiveEndpoint::Impl::run_worker() {
     tasks.pop_front();
     busy = true;
     lock.unlock();
-    task();
+    try {
+      task();
+    } catch (const std::exception &e) { // the worker serves every conversation: it goes on
+      log(std::string("live sessions: ") + e.what());
+    }
     task = nullptr; // what it holds (a conversation) goes here, unlocked
     lock.lock();
     busy = false;
@@ -509,7 +513,7 @@ void LiveEndpoint::Impl::open(const WsSession &ws) {
     }
     c->stop_upstream = [this, weak = std::weak_ptr<Conversation>(c)] {
       post([weak] {
-        if (auto conversation = weak.lock())
+        if (auto conversation = weak.lock(); conversation && conversation->session)
           conversation->session->close(std::chrono::milliseconds(0));
       });
     };
