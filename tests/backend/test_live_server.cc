@@ -2,6 +2,7 @@
 // raw WebSocket client written here (no engine code): handshake and auth, frame types and
 // fragmentation, close codes, spoken and typed turns with real recognition and synthesis,
 // real-time pacing, barge-in, tool calls, grounding, resumption, goAway and scripted faults.
+#include "common/base64.h" // independent of the backend's own codec
 #include "gemstream/local_backend.h"
 
 #include "speech.h"        // flite, to speak the test utterances
@@ -40,6 +41,8 @@ namespace {
 using gemstream::LocalBackend;
 using gemstream::LocalBackendOptions;
 using gemstream::backend::Pcm;
+using gemstream::testing::b64decode;
+using gemstream::testing::b64encode;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
@@ -51,49 +54,6 @@ constexpr const char *kAudioModel = "models/gemini-2.5-flash-native-audio-previe
 constexpr const char *kTextModel = "models/gemini-live-2.5-flash-preview";
 constexpr int kInRate = 16000;
 constexpr int kOutRate = 24000;
-
-// ---------------------------------------------------------------------------------------------
-// Independent codecs (the backend's own must not check itself)
-
-std::string b64encode(std::string_view in) {
-  static constexpr char kA[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char c : in) {
-    acc = (acc << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out += kA[(acc >> bits) & 63];
-    }
-  }
-  if (bits > 0)
-    out += kA[(acc << (6 - bits)) & 63];
-  while (out.size() % 4)
-    out += '=';
-  return out;
-}
-
-std::string b64decode(std::string_view in) {
-  std::string out;
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    const char *p =
-        std::strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", c);
-    if (c == '=' || !p || !c)
-      break;
-    acc = (acc << 6) |
-          std::uint32_t(p - "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += char((acc >> bits) & 0xff);
-    }
-  }
-  return out;
-}
 
 std::string pcm_bytes(const Pcm &pcm, std::size_t begin, std::size_t end) {
   std::string out;

@@ -4,6 +4,7 @@
 // in the ledger, and bad videos refused before any request.
 #include "media.h"
 
+#include "../common/base64.h"
 #include "../common/scripted_server.h"
 
 #include <gemstream/capabilities.h>
@@ -35,6 +36,7 @@ extern "C" {
 namespace fs = std::filesystem;
 using namespace gemstream;
 using json = nlohmann::json;
+using gemstream::testing::b64decode;
 
 namespace {
 
@@ -59,25 +61,6 @@ std::string sha256_hex(const std::string &data) {
   for (unsigned char c : digest) {
     out += kHex[c >> 4];
     out += kHex[c & 15];
-  }
-  return out;
-}
-
-std::string b64decode(const std::string &text) {
-  static const std::string kAlphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : text) {
-    if (c == '=')
-      break;
-    acc = (acc << 6) | static_cast<std::uint32_t>(kAlphabet.find(c));
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
-    }
   }
   return out;
 }
@@ -231,7 +214,7 @@ TEST_F(AnalysisTest, InlineVideoIsAnalysedFromTheBytesSent) {
   const json body = json::parse(requests[0].body);
   const json &parts = body.at("contents").at(0).at("parts");
   EXPECT_EQ(parts.at(0).at("inlineData").at("mimeType"), "video/mp4");
-  EXPECT_EQ(b64decode(parts.at(0).at("inlineData").at("data")), slurp(clip()));
+  EXPECT_EQ(b64decode(parts.at(0).at("inlineData").at("data").get<std::string>()), slurp(clip()));
   EXPECT_EQ(parts.at(1).at("text"), "here is my workout video, what do you see?");
 
   ASSERT_TRUE(r.usage);
@@ -312,7 +295,7 @@ TEST_F(AnalysisTest, FramesAreSentAsLabelledJpegsBeforeTheQuestion) {
     EXPECT_EQ(parts.at(1 + 2 * i).at("text"), label);
     const json &data = parts.at(2 + 2 * i).at("inlineData");
     EXPECT_EQ(data.at("mimeType"), "image/jpeg");
-    EXPECT_EQ(b64decode(data.at("data")), sent[i].jpeg) << i;
+    EXPECT_EQ(b64decode(data.at("data").get<std::string>()), sent[i].jpeg) << i;
   }
   EXPECT_EQ(parts.back().at("text"), "what do you see?");
 

@@ -1,6 +1,7 @@
 // geminianalyzesink against the local backend (and a scripted server that never answers): the
 // frames and the question on the wire, thinning, per-interval answers, EOS only after the
 // answer, errors, cancellation, and state changes that leave no thread behind.
+#include "common/base64.h"
 #include "common/gst_helpers.h"
 #include "common/scripted_server.h"
 
@@ -24,30 +25,12 @@
 namespace fs = std::filesystem;
 using gemstream::LocalBackend;
 using json = nlohmann::json;
+using gemstream::testing::b64decode;
 using namespace std::chrono_literals;
 
 namespace {
 
 constexpr const char *kQuestion = "What happens in these frames?";
-
-std::string b64decode(const std::string &text) {
-  static const std::string kAlphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : text) {
-    if (c == '=')
-      break;
-    acc = (acc << 6) | static_cast<std::uint32_t>(kAlphabet.find(c));
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
-    }
-  }
-  return out;
-}
 
 // `count` distinct JPEG frames (a moving ball), 160x90.
 std::vector<std::string> make_jpegs(int count) {
