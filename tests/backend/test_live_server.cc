@@ -433,6 +433,15 @@ public:
     return out;
   }
 
+  // The last serverContent.groundingMetadata received; null when there was none.
+  json grounding() const {
+    json out;
+    for (const auto &[j, at] : messages())
+      if (has(j, "/serverContent/groundingMetadata"))
+        out = j["serverContent"]["groundingMetadata"];
+    return out;
+  }
+
   std::string model_text() const {
     std::string out;
     for (const auto &[j, at] : messages())
@@ -925,10 +934,7 @@ TEST_F(LiveServerTest, GoogleSearchAnswersCarryGroundingWithByteOffsets) {
   live.ws.send_json({{"realtimeInput", {{"text", "What's the latest on electric cars?"}}}});
   ASSERT_TRUE(live.wait_for(turn_complete, 5s));
   const std::string text = live.model_text();
-  json grounding;
-  for (const auto &[j, at] : live.messages())
-    if (has(j, "/serverContent/groundingMetadata"))
-      grounding = j["serverContent"]["groundingMetadata"];
+  const json grounding = live.grounding();
   ASSERT_TRUE(grounding.is_object());
   EXPECT_EQ(grounding["webSearchQueries"], json::array({"electric cars"}));
   ASSERT_GE(grounding["groundingChunks"].size(), 1u);
@@ -953,10 +959,7 @@ TEST_F(LiveServerTest, SearchAnswersComeFromTheSameCorpusAsGenerateContent) {
   live.ws.send_json({{"realtimeInput", {{"text", "What's the latest on AI regulation?"}}}});
   ASSERT_TRUE(live.wait_for(turn_complete, 5s));
   const std::string text = live.model_text();
-  json grounding;
-  for (const auto &[j, at] : live.messages())
-    if (has(j, "/serverContent/groundingMetadata"))
-      grounding = j["serverContent"]["groundingMetadata"];
+  const json grounding = live.grounding();
   ASSERT_TRUE(grounding.is_object()) << text;
   EXPECT_EQ(grounding["webSearchQueries"], json::array({"AI regulation"}));
   EXPECT_NE(grounding["searchEntryPoint"]["renderedContent"].get<std::string>().find("<a"),
