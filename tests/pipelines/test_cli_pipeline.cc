@@ -1,12 +1,11 @@
 // gemstream run / inspect / pipelines against the local backend: exit codes, output, Ctrl-C.
+#include "common/run_command.h"
 #include "pipelines/pipeline_test_util.h"
 
 #include <gemstream/local_backend.h>
 #include <gtest/gtest.h>
 
-#include <array>
 #include <csignal>
-#include <cstdio>
 #include <string>
 #include <sys/wait.h>
 #include <thread>
@@ -34,14 +33,8 @@ CliRun run(const std::vector<std::string> &args, const std::string &env = {}) {
   for (const auto &a : args)
     cmd += " " + shell_quote(a);
   cmd += " 2>&1";
-  CliRun r;
-  FILE *p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p))
-    r.output.append(buf.data(), n);
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  auto r = gemstream::testing::run_command(cmd);
+  return {r.code, std::move(r.out)};
 }
 
 bool contains(const std::string &haystack, const std::string &needle) {

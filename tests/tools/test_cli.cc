@@ -1,17 +1,15 @@
 // The gemstream command line against an in-process local backend: files written, exit codes,
 // messages, and no partial output on failure.
+#include "common/run_command.h"
 #include "media.h"
 
 #include <gemstream/local_backend.h>
 #include <gemstream/media_probe.h>
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <sys/wait.h>
 #include <unistd.h>
 
 namespace fs = std::filesystem;
@@ -24,15 +22,8 @@ struct CliRun {
 };
 
 CliRun run(const std::string &args, const std::string &env = {}) {
-  std::string cmd = env + " " GEMSTREAM_CLI " " + args + " 2>&1";
-  CliRun r;
-  FILE *p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p))
-    r.output.append(buf.data(), n);
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  auto r = gemstream::testing::run_command(env + " " GEMSTREAM_CLI " " + args + " 2>&1");
+  return {r.code, std::move(r.out)};
 }
 
 std::string slurp(const fs::path &p) {

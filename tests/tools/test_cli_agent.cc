@@ -1,16 +1,15 @@
 // gemstream agent: the plan's acceptance phrases typed into a Live conversation against an
 // in-process local backend. The stand-in model calls the capabilities; the CLI runs them through
 // LiveToolBridge with consent, the budget and the ledger, and the artefacts are checked.
+#include "common/run_command.h"
+
 #include <gemstream/local_backend.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <sys/wait.h>
 #include <unistd.h>
 
 namespace fs = std::filesystem;
@@ -42,18 +41,11 @@ protected:
 
   CliRun run(const std::string &args, const std::string &extra_env = {}) {
     const fs::path err = dir_ / "stderr.txt";
-    const std::string cmd = env_ + " " + extra_env + " " GEMSTREAM_CLI " " + args +
-                            " </dev/null 2>" + err.string();
-    CliRun r;
-    FILE *p = popen(cmd.c_str(), "r");
-    std::array<char, 4096> buf;
-    while (size_t n = fread(buf.data(), 1, buf.size(), p))
-      r.out.append(buf.data(), n);
-    const int status = pclose(p);
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    auto r = gemstream::testing::run_command(env_ + " " + extra_env + " " GEMSTREAM_CLI " " +
+                                             args + " </dev/null 2>" + err.string());
     std::ifstream in(err);
-    r.all = r.out + std::string(std::istreambuf_iterator<char>(in), {});
-    return r;
+    std::string all = r.out + std::string(std::istreambuf_iterator<char>(in), {});
+    return {r.code, std::move(r.out), std::move(all)};
   }
 
   // The --json summary printed after the conversation.

@@ -1,17 +1,15 @@
 // gemstream ask / analyze / costs, and the ledger and budget behaviour of image and video,
 // through the command line against an in-process local backend.
+#include "common/run_command.h"
 #include "media.h"
 
 #include <gemstream/local_backend.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <sys/wait.h>
 #include <unistd.h>
 
 namespace fs = std::filesystem;
@@ -50,18 +48,11 @@ protected:
 
   CliRun run(const std::string &args, const std::string &extra_env = {}) {
     const fs::path err = dir_ / "stderr.txt";
-    const std::string cmd =
-        env_ + " " + extra_env + " " GEMSTREAM_CLI " " + args + " 2>" + err.string();
-    CliRun r;
-    FILE *p = popen(cmd.c_str(), "r");
-    std::array<char, 4096> buf;
-    while (size_t n = fread(buf.data(), 1, buf.size(), p))
-      r.out.append(buf.data(), n);
-    const int status = pclose(p);
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    auto r = gemstream::testing::run_command(env_ + " " + extra_env + " " GEMSTREAM_CLI " " +
+                                             args + " 2>" + err.string());
     std::ifstream in(err);
-    r.all = r.out + std::string(std::istreambuf_iterator<char>(in), {});
-    return r;
+    std::string all = r.out + std::string(std::istreambuf_iterator<char>(in), {});
+    return {r.code, std::move(r.out), std::move(all)};
   }
 
   json costs(const std::string &args = {}) {
