@@ -59,6 +59,12 @@ unsigned available_cpus() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+} // namespace
+
+unsigned default_vp9_threads() noexcept { return std::max(1u, available_cpus() / 4); }
+
+namespace {
+
 std::string random_token() {
   std::random_device rd;
   char buf[17];
@@ -306,7 +312,7 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
       {"crossfade", std::to_string(request.crossfade.count()) + "ns"},
       {"height", std::to_string(request.height)},
       {"vp9-threads", std::to_string(std::clamp(
-                          request.threads ? request.threads : available_cpus(), 1u, kMaxThreads))},
+                          request.threads ? request.threads : default_vp9_threads(), 1u, kMaxThreads))},
   };
   for (LoopFormat f : request.formats) {
     formats += (formats.empty() ? "" : ",") + std::string(to_string(f));
