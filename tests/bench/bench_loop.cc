@@ -142,7 +142,7 @@ int main(int argc, char **argv) {
               info.video()->width, info.video()->height, info.video()->fps,
               info.audio() ? "with audio" : "no audio");
   std::printf("settings (both sides): x264 %s crf %d keyint %d vbv %d kbit/s / %d ms | vp9 "
-              "realtime cpu-used %d cq %d <= %d kbit/s lag 0 static-thresh 0 %u threads | aac %d "
+              "realtime cpu-used %d cq %d <= %d kbit/s lag 0 static-thresh 0 threads %u | aac %d "
               "k | opus %d k cvbr | crossfade %.1f s\n",
               kX264Preset, kX264Crf, kX264KeyInt, kX264MaxKbps, kX264VbvMs, kVp9CpuUsed, kVp9Crf,
               kVp9MaxKbps, gemstream::default_vp9_threads(), kAacKbps, kOpusKbps, kCrossfade);
