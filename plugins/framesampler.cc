@@ -46,11 +46,19 @@
  * `max-fps` renegotiates the output caps at the next frame. The statistics are reset when the
  * element goes from READY to PAUSED.
  *
+ * `jpegenc` writes the YUV it is given into a JFIF file, which viewers (and the model) read
+ * as full-range BT.601, while decoded video and cameras are mostly limited range: black would
+ * come out dark grey. Convert to RGB in front of it, after the sampler so that only the chosen
+ * frames are converted, and libjpeg makes the JFIF colours itself:
+ * `framesampler ! videoconvert ! video/x-raw,format=RGB ! jpegenc`. (Asking for a full-range
+ * YUV colorimetry there instead would be passed upstream as a preference, and a converter in
+ * front could then convert the whole stream.)
+ *
  * ## Example launch lines
  * |[
- * gst-launch-1.0 v4l2src ! videoconvert ! framesampler ! jpegenc ! multifilesink location=frame-%05d.jpg
+ * gst-launch-1.0 v4l2src ! videoconvert ! framesampler ! videoconvert ! video/x-raw,format=RGB ! jpegenc ! multifilesink location=frame-%05d.jpg
  * gst-launch-1.0 v4l2src ! videoconvert ! framesampler max-fps=2 max-size=512 duplicate-threshold=4 ! jpegenc ! fakesink
- * gst-launch-1.0 filesrc location=talk.mp4 ! decodebin ! videoconvert ! framesampler max-fps=1/10 duplicate-threshold=0 ! jpegenc ! multifilesink location=frame-%03d.jpg
+ * gst-launch-1.0 filesrc location=talk.mp4 ! decodebin ! videoconvert ! framesampler max-fps=1/10 duplicate-threshold=0 ! videoconvert ! video/x-raw,format=RGB ! jpegenc ! multifilesink location=frame-%03d.jpg
  * ]|
  */
 #include "framesampler.h"

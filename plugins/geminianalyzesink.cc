@@ -5,8 +5,10 @@
  *
  * Asks a Gemini model a question about the JPEG frames it receives (generateContent with the
  * frames as inline `image/jpeg` parts, each labelled with its time, then the question) and posts
- * the answer on the bus. Put `framesampler ! jpegenc` in front of it: framesampler picks and
- * shrinks the frames, this sink keeps at most `max-frames` of them per request.
+ * the answer on the bus. Put `framesampler ! videoconvert ! video/x-raw,format=RGB ! jpegenc` in
+ * front of it: framesampler picks and shrinks the frames, the conversion to RGB gives the JPEGs
+ * their proper full-range colours (see framesampler), and this sink keeps at most `max-frames`
+ * of them per request.
  *
  * Two modes:
  * - `interval=0` (the default, for files): the frames are collected until EOS, then sent in one
@@ -48,10 +50,10 @@
  * ## Example launch lines
  * |[
  * gst-launch-1.0 -m filesrc location=workout.mp4 ! decodebin ! videoconvert ! \
- *     framesampler max-fps=1 duplicate-threshold=0 ! jpegenc ! \
- *     geminianalyzesink question="What exercise is this?" max-frames=16
- * gst-launch-1.0 -m v4l2src ! videoconvert ! framesampler max-fps=1 ! jpegenc ! \
- *     geminianalyzesink question="Is anyone at the door?" interval=10
+ *     framesampler max-fps=1 duplicate-threshold=0 ! videoconvert ! video/x-raw,format=RGB ! \
+ *     jpegenc ! geminianalyzesink question="What exercise is this?" max-frames=16
+ * gst-launch-1.0 -m v4l2src ! videoconvert ! framesampler max-fps=1 ! videoconvert ! \
+ *     video/x-raw,format=RGB ! jpegenc ! geminianalyzesink question="Is anyone at the door?" interval=10
  * ]|
  */
 #include "geminianalyzesink.h"

@@ -173,4 +173,60 @@ SeamReport measure_seam(const std::string &path) {
   return r;
 }
 
+RgbFrame first_frame_rgb(const std::string &path) {
+  Fmt fmt;
+  if (avformat_open_input(&fmt.p, path.c_str(), nullptr, nullptr) < 0 ||
+      avformat_find_stream_info(fmt.p, nullptr) < 0)
+    throw std::runtime_error("cannot open " + path);
+  const int vi = av_find_best_stream(fmt.p, AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
+  if (vi < 0)
+    throw std::runtime_error(path + " has no video");
+  auto dec = open_decoder(fmt.p->streams[vi]);
+  Resources res;
+  res.frame = av_frame_alloc();
+  res.pkt = av_packet_alloc();
+  bool got = false;
+  auto receive = [&] { got = avcodec_receive_frame(dec->p, res.frame) == 0; };
+  while (!got && av_read_frame(fmt.p, res.pkt) >= 0) {
+    if (res.pkt->stream_index == vi) {
+      avcodec_send_packet(dec->p, res.pkt);
+      receive();
+    }
+    av_packet_unref(res.pkt);
+  }
+  if (!got) {
+    avcodec_send_packet(dec->p, nullptr);
+    receive();
+  }
+  if (!got)
+    throw std::runtime_error(path + " has no decodable frame");
+  const AVFrame *f = res.frame;
+  RgbFrame out;
+  out.width = f->width;
+  out.height = f->height;
+  out.rgb.resize(size_t(f->width) * f->height * 3);
+  // The deprecated yuvj formats mean full range whatever color_range says.
+  const auto fmt_in = AVPixelFormat(f->format);
+  const bool full = f->color_range == AVCOL_RANGE_JPEG || fmt_in == AV_PIX_FMT_YUVJ420P ||
+                    fmt_in == AV_PIX_FMT_YUVJ422P || fmt_in == AV_PIX_FMT_YUVJ444P;
+  const int matrix = f->colorspace == AVCOL_SPC_UNSPECIFIED ? SWS_CS_DEFAULT : int(f->colorspace);
+  res.sws = sws_getContext(f->width, f->height, fmt_in, f->width, f->height, AV_PIX_FMT_RGB24,
+                           SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT, nullptr, nullptr,
+                           nullptr);
+  if (!res.sws)
+    throw std::runtime_error("cannot convert " + path + " to RGB");
+  sws_setColorspaceDetails(res.sws, sws_getCoefficients(matrix), full ? 1 : 0,
+                           sws_getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16);
+  uint8_t *dst[4] = {out.rgb.data(), nullptr, nullptr, nullptr};
+  int dst_stride[4] = {f->width * 3, 0, 0, 0};
+  sws_scale(res.sws, f->data, f->linesize, 0, f->height, dst, dst_stride);
+  return out;
+}
+
+double rgb_mad(const RgbFrame &a, const RgbFrame &b) {
+  if (a.width != b.width || a.height != b.height)
+    throw std::runtime_error("frames of different sizes");
+  return mad(a.rgb, b.rgb);
+}
+
 } // namespace gemstream::test

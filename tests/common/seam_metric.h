@@ -25,4 +25,16 @@ struct SeamReport {
 // std::runtime_error with the reason when the file cannot be decoded.
 SeamReport measure_seam(const std::string &path);
 
+// The first video frame (or the image) of a file as 8-bit RGB, converted the way a player
+// shows it: with the matrix and range the decoder reports (a JPEG's full-range BT.601, an
+// H.264 stream's tagged BT.709 limited range). Throws std::runtime_error like measure_seam.
+struct RgbFrame {
+  int width = 0, height = 0;
+  std::vector<uint8_t> rgb; // width * height * 3 bytes
+};
+RgbFrame first_frame_rgb(const std::string &path);
+
+// Mean absolute difference of two frames' RGB bytes (0-255); frames of different sizes throw.
+double rgb_mad(const RgbFrame &a, const RgbFrame &b);
+
 } // namespace gemstream::test

@@ -149,13 +149,14 @@ inline MediaInfo probe(const fs::path &file) {
   return info;
 }
 
-// The first `count` decoded frames of a file as 8-bit grey at 64x36.
+// The first `count` decoded frames of a file as 8-bit grey at 64x36, through RGB so that the
+// decoder's matrix and range apply (a JPEG's full range and a video's limited range compare).
 inline std::vector<std::string> grey_frames(const fs::path &file, int count) {
   std::vector<std::string> frames;
   GError *err = nullptr;
   gchar *uri = gst_filename_to_uri(file.c_str(), nullptr);
   const std::string line = std::string("uridecodebin uri=") + uri +
-                           " ! videoconvert ! videoscale ! "
+                           " ! videoconvert ! video/x-raw,format=RGB ! videoconvert ! videoscale ! "
                            "video/x-raw,format=GRAY8,width=64,height=36,pixel-aspect-ratio=1/1 ! "
                            "appsink name=out sync=false";
   g_free(uri);

@@ -152,6 +152,22 @@ TEST_F(MakeLoop, ScalesASilentClipAndWritesOnlyTheFormatsAsked) {
   EXPECT_EQ(poster.height, 90);
 }
 
+TEST_F(MakeLoop, PosterShowsTheLoopsFirstFrameInTheColoursOfTheVideo) {
+  // A moving white ball on black. JFIF means full-range BT.601; the video is limited-range
+  // BT.709. A JPEG written from the video's YUV as it is shows the black as dark grey (16) and
+  // shifts the colours, so the poster would jump when the video starts playing over it.
+  LoopRequest req = request(clip(48, false));
+  req.formats = {LoopFormat::Mp4, LoopFormat::Poster};
+  make_loop(req);
+  const RgbFrame poster = first_frame_rgb((req.out_dir / "poster.jpg").string());
+  const RgbFrame video = first_frame_rgb((req.out_dir / "loop.mp4").string());
+  const uint8_t darkest = *std::min_element(poster.rgb.begin(), poster.rgb.end());
+  const uint8_t video_darkest = *std::min_element(video.rgb.begin(), video.rgb.end());
+  EXPECT_LE(darkest, 3);
+  EXPECT_LE(video_darkest, 3);
+  EXPECT_LT(rgb_mad(poster, video), 3.0);
+}
+
 TEST_F(MakeLoop, CancellingMidRunLeavesNoPartialFileAndKeepsEarlierOutputs) {
   const LoopRequest req = request(clip());
   fs::create_directories(req.out_dir);

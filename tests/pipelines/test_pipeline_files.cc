@@ -1,5 +1,6 @@
 // Every file in pipelines/ parses with test values and builds; those the local backend can
 // serve run to EOS and their outputs are probed.
+#include "common/seam_metric.h"
 #include "pipelines/pipeline_test_util.h"
 
 #include <gemstream/config.h>
@@ -7,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <set>
 
@@ -332,6 +334,27 @@ TEST_F(PipelineFiles, VideoAnalysisAnswersAboutSampledFramesBeforeEos) {
       eos_at = i;
   }
   EXPECT_LT(answer_at, eos_at);
+}
+
+TEST_F(PipelineFiles, FramesForTheModelAreJpegsInTheColoursOfTheVideo) {
+  // JFIF means full-range BT.601 while decoded video is limited range: a JPEG written from the
+  // video's YUV as it is shows black as dark grey (16) and shifts the colours. The same graph
+  // as video-analysis, with the frames written to files instead of sent to the model.
+  const fs::path clip = dir_ / "clip.mp4";
+  ASSERT_EQ(make_clip(clip, 24, false), ""); // a white ball on black, 320x180
+  const PipelineFile file = PipelineFile::load(pipelines_dir() / "video-analysis.json");
+  std::string line = file.resolve(
+      {{"input", clip.string()}, {"question", "what happens?"}, {"frames", "2"}});
+  const auto sink = line.find("geminianalyzesink");
+  ASSERT_NE(sink, std::string::npos) << line;
+  line = line.substr(0, sink) + "multifilesink location=" + (dir_ / "frame-%02d.jpg").string();
+  auto p = Pipeline::from_launch(line);
+  RunResult run = run_to_end(*p);
+  ASSERT_TRUE(run.outcome.ok()) << describe(run);
+  const RgbFrame jpeg = first_frame_rgb((dir_ / "frame-00.jpg").string());
+  const RgbFrame video = first_frame_rgb(clip.string());
+  EXPECT_EQ(*std::min_element(jpeg.rgb.begin(), jpeg.rgb.end()), 0);
+  EXPECT_LT(rgb_mad(jpeg, video), 3.0);
 }
 
 TEST_F(PipelineFiles, WebcamAnalysisAnswersPerIntervalWithATestCamera) {
