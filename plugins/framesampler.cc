@@ -56,9 +56,12 @@
  *
  * ## Example launch lines
  * |[
- * gst-launch-1.0 v4l2src ! videoconvert ! framesampler ! videoconvert ! video/x-raw,format=RGB ! jpegenc ! multifilesink location=frame-%05d.jpg
+ * gst-launch-1.0 v4l2src ! videoconvert ! framesampler ! videoconvert ! video/x-raw,format=RGB ! \
+ *     jpegenc ! multifilesink location=frame-%05d.jpg
  * gst-launch-1.0 v4l2src ! videoconvert ! framesampler max-fps=2 max-size=512 duplicate-threshold=4 ! jpegenc ! fakesink
- * gst-launch-1.0 filesrc location=talk.mp4 ! decodebin ! videoconvert ! framesampler max-fps=1/10 duplicate-threshold=0 ! videoconvert ! video/x-raw,format=RGB ! jpegenc ! multifilesink location=frame-%03d.jpg
+ * gst-launch-1.0 filesrc location=talk.mp4 ! decodebin ! videoconvert ! \
+ *     framesampler max-fps=1/10 duplicate-threshold=0 ! videoconvert ! video/x-raw,format=RGB ! \
+ *     jpegenc ! multifilesink location=frame-%03d.jpg
  * ]|
  */
 #include "framesampler.h"

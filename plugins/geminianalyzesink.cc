@@ -53,7 +53,8 @@
  *     framesampler max-fps=1 duplicate-threshold=0 ! videoconvert ! video/x-raw,format=RGB ! \
  *     jpegenc ! geminianalyzesink question="What exercise is this?" max-frames=16
  * gst-launch-1.0 -m v4l2src ! videoconvert ! framesampler max-fps=1 ! videoconvert ! \
- *     video/x-raw,format=RGB ! jpegenc ! geminianalyzesink question="Is anyone at the door?" interval=10
+ *     video/x-raw,format=RGB ! jpegenc ! \
+ *     geminianalyzesink question="Is anyone at the door?" interval=10
  * ]|
  */
 #include "geminianalyzesink.h"

@@ -95,7 +95,8 @@
  * gst-launch-1.0 filesrc location=question.wav ! wavparse ! audioconvert ! audioresample ! geminilivesink sync=true \
  *     geminilivesrc ! wavenc ! filesink location=reply.wav
  * gst-launch-1.0 autoaudiosrc ! audioconvert ! audioresample ! geminilivesink name=s session=kiosk \
- *     v4l2src ! videoconvert ! framesampler max-fps=1 ! videoconvert ! video/x-raw,format=RGB ! jpegenc ! s.video \
+ *     v4l2src ! videoconvert ! framesampler max-fps=1 ! videoconvert ! \
+ *     video/x-raw,format=RGB ! jpegenc ! s.video \
  *     geminilivesrc session=kiosk ! autoaudiosink
  * ]|
  */

@@ -311,8 +311,9 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
       {"audio", result.audio ? "true" : "false"},
       {"crossfade", std::to_string(request.crossfade.count()) + "ns"},
       {"height", std::to_string(request.height)},
-      {"vp9-threads", std::to_string(std::clamp(
-                          request.threads ? request.threads : default_vp9_threads(), 1u, kMaxThreads))},
+      {"vp9-threads",
+       std::to_string(std::clamp(request.threads ? request.threads : default_vp9_threads(), 1u,
+                                 kMaxThreads))},
   };
   for (LoopFormat f : request.formats) {
     formats += (formats.empty() ? "" : ",") + std::string(to_string(f));

@@ -9,7 +9,6 @@
 #include <gemstream/loop.h>
 #include <gemstream/media_probe.h>
 
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -99,8 +98,8 @@ std::vector<std::string> ffmpeg_command(const std::string &in, double duration, 
           "-map", "[vw]", "-map", "[aw]", "-c:v", "libvpx-vp9", "-deadline", "realtime",
           "-cpu-used", std::to_string(kVp9CpuUsed), "-crf", std::to_string(kVp9Crf), "-b:v",
           std::to_string(kVp9MaxKbps) + "k", "-static-thresh", "0", "-threads",
-          std::to_string(gemstream::default_vp9_threads()), "-row-mt", "1", "-lag-in-frames", "0", "-c:a",
-          "libopus", "-b:a", std::to_string(kOpusKbps) + "k", "-vbr", "constrained",
+          std::to_string(gemstream::default_vp9_threads()), "-row-mt", "1", "-lag-in-frames", "0",
+          "-c:a", "libopus", "-b:a", std::to_string(kOpusKbps) + "k", "-vbr", "constrained",
           (out / "loop.webm").string(),
           // Poster
           "-map", "[vp]", "-frames:v", "1", "-q:v", "3", (out / "poster.jpg").string()};

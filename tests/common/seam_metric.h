@@ -2,6 +2,7 @@
 // against the ordinary differences between neighbouring frames.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
