@@ -143,15 +143,7 @@ double percentile(std::vector<double> v, double p) {
 } // namespace
 
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: %s GEMSTREAM_BINARY [SESSIONS...]\n", argv[0]);
-    return 2;
-  }
-  std::vector<int> counts;
-  for (int i = 2; i < argc; ++i)
-    counts.push_back(std::atoi(argv[i]));
-  if (counts.empty())
-    counts = {1, 4, 8, 16};
+  const std::vector<int> counts = gemstream::bench::session_counts(argc, argv, {1, 4, 8, 16});
   const int most = *std::max_element(counts.begin(), counts.end());
 
   const fs::path dir = fs::temp_directory_path() / ("bench-gateway-live-" + std::to_string(getpid()));

@@ -38,15 +38,7 @@ GstPadProbeReturn count_samples(GstPad *, GstPadProbeInfo *info, gpointer) {
 } // namespace
 
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: %s GEMSTREAM_BINARY [SESSIONS...]\n", argv[0]);
-    return 2;
-  }
-  std::vector<int> counts;
-  for (int i = 2; i < argc; ++i)
-    counts.push_back(std::atoi(argv[i]));
-  if (counts.empty())
-    counts = {1, 2, 4};
+  const std::vector<int> counts = gemstream::bench::session_counts(argc, argv, {1, 2, 4});
 
   gst_init(nullptr, nullptr);
   gemstream_register_static();

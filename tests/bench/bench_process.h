@@ -70,4 +70,17 @@ inline double process_cpu_seconds(pid_t pid) {
   return double(utime + stime) / double(sysconf(_SC_CLK_TCK));
 }
 
+// The command line of a load benchmark, `BENCH GEMSTREAM_BINARY [SESSIONS...]`: the session
+// counts to run, `defaults` when none are given. Prints the usage and exits 2 without a binary.
+inline std::vector<int> session_counts(int argc, char **argv, std::vector<int> defaults) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s GEMSTREAM_BINARY [SESSIONS...]\n", argv[0]);
+    std::exit(2);
+  }
+  std::vector<int> counts;
+  for (int i = 2; i < argc; ++i)
+    counts.push_back(std::atoi(argv[i]));
+  return counts.empty() ? defaults : counts;
+}
+
 } // namespace gemstream::bench
