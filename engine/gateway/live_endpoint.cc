@@ -1,6 +1,6 @@
 #include "live_endpoint.h"
 
-#include "codec.h" // base64_decode
+#include "codec.h" // base64_decode, s16le_bytes, s16le_samples
 #include "job_runner.h"
 
 #include "gemstream/error.h"
@@ -134,12 +134,7 @@ struct LiveEndpoint::Conversation : std::enable_shared_from_this<Conversation> {
 void LiveEndpoint::Conversation::encode_output(const std::int16_t *pcm, std::size_t samples,
                                                int rate) {
   if (!output_opus) {
-    std::string bytes(samples * 2, '\0');
-    for (std::size_t i = 0; i < samples; ++i) { // S16LE, whatever the host's byte order
-      bytes[2 * i] = char(std::uint16_t(pcm[i]) & 0xff);
-      bytes[2 * i + 1] = char(std::uint16_t(pcm[i]) >> 8);
-    }
-    server.send_ws(ws, std::move(bytes), true);
+    server.send_ws(ws, codec::s16le_bytes(pcm, samples), true);
     return;
   }
   if (rate != encoder_rate) {
@@ -653,10 +648,7 @@ void LiveEndpoint::on_message(const WsSession &session, std::string_view data, b
       c->odd_byte = static_cast<unsigned char>(bytes.back());
       bytes.pop_back();
     }
-    std::vector<std::int16_t> pcm(bytes.size() / 2);
-    for (std::size_t i = 0; i < pcm.size(); ++i) // S16LE, whatever the host's byte order
-      pcm[i] = std::int16_t(std::uint16_t(static_cast<unsigned char>(bytes[2 * i])) |
-                            std::uint16_t(static_cast<unsigned char>(bytes[2 * i + 1])) << 8);
+    const std::vector<std::int16_t> pcm = codec::s16le_samples(bytes);
     c->session->send_audio(pcm.data(), pcm.size());
     return;
   }

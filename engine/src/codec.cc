@@ -781,6 +781,26 @@ std::string base64_encode(std::string_view bytes) {
   return out;
 }
 
+std::string s16le_bytes(const std::int16_t *pcm, std::size_t samples) {
+  std::string bytes(samples * 2, '\0');
+  for (std::size_t i = 0; i < samples; ++i) {
+    const auto u = static_cast<std::uint16_t>(pcm[i]);
+    bytes[2 * i] = static_cast<char>(u & 0xff);
+    bytes[2 * i + 1] = static_cast<char>(u >> 8);
+  }
+  return bytes;
+}
+
+std::vector<std::int16_t> s16le_samples(std::string_view bytes) {
+  std::vector<std::int16_t> pcm(bytes.size() / 2);
+  for (std::size_t i = 0; i < pcm.size(); ++i) {
+    const auto lo = static_cast<std::uint16_t>(static_cast<unsigned char>(bytes[2 * i]));
+    const auto hi = static_cast<std::uint16_t>(static_cast<unsigned char>(bytes[2 * i + 1]));
+    pcm[i] = static_cast<std::int16_t>(static_cast<std::uint16_t>(lo | (hi << 8)));
+  }
+  return pcm;
+}
+
 std::string base64_decode(std::string_view text) {
   static const std::array<std::int8_t, 256> table = [] {
     std::array<std::int8_t, 256> t{};

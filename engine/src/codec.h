@@ -175,6 +175,11 @@ GEMSTREAM_API std::string base64_encode(std::string_view bytes);
 // as whitespace, stray characters or misplaced padding, is Error(Protocol).
 GEMSTREAM_API std::string base64_decode(std::string_view text);
 
+// Audio as the Gemini APIs carry it: 16-bit signed little-endian samples, whatever the host's
+// byte order. s16le_samples() ignores a trailing odd byte.
+GEMSTREAM_API std::string s16le_bytes(const std::int16_t *pcm, std::size_t samples);
+GEMSTREAM_API std::vector<std::int16_t> s16le_samples(std::string_view bytes);
+
 // ".../v1beta/files/abc123:download?alt=media" -> "abc123"; also "files/abc123" and a bare id.
 // Throws Error(Protocol) when no id can be found.
 GEMSTREAM_API std::string file_id_from_uri(std::string_view uri);

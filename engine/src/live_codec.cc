@@ -122,16 +122,6 @@ std::vector<LiveModalityTokens> modality_counts(const json &obj, const char *key
   return out;
 }
 
-std::vector<std::int16_t> pcm_from_bytes(std::string_view bytes) {
-  std::vector<std::int16_t> pcm(bytes.size() / 2);
-  for (std::size_t i = 0; i < pcm.size(); ++i) {
-    const auto lo = static_cast<std::uint16_t>(static_cast<unsigned char>(bytes[2 * i]));
-    const auto hi = static_cast<std::uint16_t>(static_cast<unsigned char>(bytes[2 * i + 1]));
-    pcm[i] = static_cast<std::int16_t>(static_cast<std::uint16_t>(lo | (hi << 8)));
-  }
-  return pcm;
-}
-
 std::optional<ModelPart> decode_part(const json &p, const std::string &path) {
   expect_object(p, path);
   if (member(p, "text") != nullptr) {
@@ -155,7 +145,7 @@ std::optional<ModelPart> decode_part(const json &p, const std::string &path) {
     }
     if (bytes.size() % 2 != 0)
       fail(join(bp, "data"), "odd number of bytes in 16-bit PCM audio");
-    return AudioChunk{pcm_from_bytes(bytes), *rate};
+    return AudioChunk{codec::s16le_samples(bytes), *rate};
   }
   // executableCode, codeExecutionResult, fileData and kinds added later are not ours.
   return std::nullopt;
@@ -323,16 +313,6 @@ json realtime(json input) {
   return {{"realtimeInput", std::move(input)}};
 }
 
-std::string audio_bytes(const std::int16_t *pcm, std::size_t samples) {
-  std::string bytes(samples * 2, '\0');
-  for (std::size_t i = 0; i < samples; ++i) {
-    const auto u = static_cast<std::uint16_t>(pcm[i]);
-    bytes[2 * i] = static_cast<char>(u & 0xff);
-    bytes[2 * i + 1] = static_cast<char>(u >> 8);
-  }
-  return bytes;
-}
-
 } // namespace
 
 // ---- client -> server ---------------------------------------------------------------------------
@@ -446,7 +426,7 @@ nlohmann::json encode_setup(const LiveConfig &config, const std::string &resume_
 nlohmann::json encode_audio(const std::int16_t *pcm, std::size_t samples, int sample_rate) {
   return realtime({{"audio",
                     {{"mimeType", "audio/pcm;rate=" + std::to_string(sample_rate)},
-                     {"data", codec::base64_encode(audio_bytes(pcm, samples))}}}});
+                     {"data", codec::base64_encode(codec::s16le_bytes(pcm, samples))}}}});
 }
 
 nlohmann::json encode_video_jpeg(std::string_view jpeg) {
