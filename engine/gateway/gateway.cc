@@ -232,6 +232,11 @@ struct Gateway::Impl {
   JobRecord enqueue_video(const std::string &owner, VideoJobSpec spec,
                           const std::string &model_name,
                           const std::function<void(const std::string &)> &created = {});
+  // A job event for `owner`'s sockets on this gateway: notifications and live conversations.
+  void deliver_locally(const std::string &owner, const json &event) {
+    hub->publish(owner, event);
+    live->job_event(owner, event);
+  }
   Response get_job(Request &req);
   Response list_jobs(Request &req);
   Response analyze_video(Request &req);
@@ -339,8 +344,7 @@ Gateway::Impl::Impl(GatewayConfig c, GatewayOptions o)
     check_budget(owner, nanos, reserved, what);
   };
   ctx.notify = [this](const std::string &owner, const json &event) {
-    hub->publish(owner, event);
-    live->job_event(owner, event);
+    deliver_locally(owner, event);
     if (bus)
       bus->publish(owner, event);
   };
@@ -349,10 +353,7 @@ Gateway::Impl::Impl(GatewayConfig c, GatewayOptions o)
   if (!config.redis_url.empty())
     bus = std::make_unique<RedisNotificationBus>(
         config.redis_url, config.redis_prefix, runner->worker_id(),
-        [this](const std::string &owner, const json &event) {
-          hub->publish(owner, event);
-          live->job_event(owner, event);
-        },
+        [this](const std::string &owner, const json &event) { deliver_locally(owner, event); },
         [this](const std::string &line) { log(line); });
 }
 
