@@ -1,5 +1,7 @@
 #include "kiosk.h"
 
+#include "media_files.h" // content_type_for
+
 #include <string>
 
 namespace gemstream::gateway {
@@ -13,20 +15,6 @@ const char kKioskContentSecurityPolicy[] =
     "form-action 'none'; frame-ancestors 'none'";
 
 namespace {
-
-std::string content_type_of(std::string_view name) {
-  const auto dot = name.rfind('.');
-  const std::string_view ext = dot == std::string_view::npos ? "" : name.substr(dot + 1);
-  if (ext == "html")
-    return "text/html; charset=utf-8";
-  if (ext == "js")
-    return "text/javascript; charset=utf-8";
-  if (ext == "css")
-    return "text/css; charset=utf-8";
-  if (ext == "svg")
-    return "image/svg+xml";
-  return "application/octet-stream";
-}
 
 void add_common_headers(Response &r) {
   r.headers.emplace_back("content-security-policy", kKioskContentSecurityPolicy);
@@ -52,7 +40,7 @@ Response serve_asset(const Request &req) {
       r.status = 304;
       return r;
     }
-    r.content_type = content_type_of(asset.name);
+    r.content_type = content_type_for(std::string(asset.name));
     r.body = std::string(asset.body);
     return r;
   }
