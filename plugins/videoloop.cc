@@ -15,7 +15,7 @@
  * crossfade), timestamped from 0 at the input frame rate; the middle frames are passed through
  * untouched. The clip must be at least twice as long as the crossfade.
  *
- * By default the head (K frames, copied) and a delay line of the newest K frames are held: the
+ * By default the head (K frames) and a delay line of the newest K frames are held: the
  * tail is only known at EOS, so output runs 2 × crossfade behind the input and the element needs
  * a finite, non-live clip. When the clip's frame count N is known beforehand (a probe of the
  * file), set the `frames` property: each tail frame is then blended into its head frame as it
@@ -24,6 +24,16 @@
  * `frames` must be exact; a clip that turns out shorter or longer is an error (STREAM/FAILED
  * with the detail `reason` = `frame-count-mismatch`, so an application can run again without
  * it). A constant frame rate is required (put `videorate` in front of a variable-rate source).
+ *
+ * ## Buffers
+ * Upstream's allocation query is answered by videoloop itself, at once: it accepts frames in any
+ * layout described by a GstVideoMeta (a decoder can then decode straight into the buffers it
+ * pushes, padded planes and all) and asks for a pool of upstream's own. It does not wait for
+ * downstream's answer, which behind a `tee` and its queues comes only after every encoder has
+ * started. Downstream is asked instead before the first output frame; if it does not read the
+ * GstVideoMeta, frames in another layout than the caps' default are copied into it on the way
+ * out. Head frames are held by reference, and copied only when they come from a pool with a
+ * fixed number of buffers (a camera's, a hardware decoder's), which holding them would starve.
  *
  * Audio is optional: request the `audio_sink` pad and the matching `audio_src` pad appears. The
  * audio is cut at the video's timeline, sample-accurately: it is delayed by the crossfade, its
@@ -147,8 +157,9 @@ struct VideoState {
   GstVideoInfo info{};
   Timeline timeline;
   guint64 frames = 0; // the `frames` property, snapshotted at READY→PAUSED; 0: unknown
-  // f0 … f(K-1), private copies. Without `frames` they are blended in place at EOS; with it,
-  // each tail frame is blended in as it arrives and the head frame pushed (its slot empties).
+  // f0 … f(K-1), by reference (copies when upstream's pool is bounded). Without `frames` they
+  // are blended at EOS; with it, each tail frame is blended in as it arrives and the head frame
+  // pushed (its slot empties). Blending makes a head frame writable first.
   std::vector<BufferRef> head;
   std::deque<BufferRef> window; // without `frames`: the newest ≤ K frames after the head
   // With `frames`, past the head: the newest input frame, repeated to fill a GAP (otherwise
@@ -158,6 +169,10 @@ struct VideoState {
   guint64 pushed = 0;
   bool need_segment = true;
   bool eos = false;
+  // Whether downstream reads GstVideoMeta, asked before the first output frame (and again after
+  // a RECONFIGURE); without it, frames in a non-default layout are copied on the way out.
+  bool downstream_checked = false;
+  bool downstream_video_meta = false;
   guint32 seqnum = GST_SEQNUM_INVALID;
   // Progress messages: the clip length in frames used for the percentage (0: not asked yet,
   // G_MAXUINT64: unknown) and the last percentage posted (-2: no message posted yet).
@@ -175,6 +190,7 @@ struct VideoState {
     pushed = 0;
     need_segment = true;
     eos = false;
+    downstream_checked = false;
     progress_total = 0;
     progress_percent = -2;
   }
@@ -339,9 +355,12 @@ void post_flow_error(GemVideoLoop *self, GstFlowReturn ret) {
 // ---- video ----------------------------------------------------------------------------------
 
 
-// head = blend(tail, head) with the head's weight w / 256, plane by plane.
-bool blend_frame(const GstVideoInfo *info, GstBuffer *head, GstBuffer *tail, unsigned w) {
-  gemstream::gst::MappedFrame h(info, head, GST_MAP_READWRITE);
+// head = blend(tail, head) with the head's weight w / 256, plane by plane. The head is made
+// writable first: a frame held by reference may still be shared (upstream's reference picture,
+// a GAP's repeated frame), and the blend must then go to a copy.
+bool blend_frame(const GstVideoInfo *info, BufferRef &head, GstBuffer *tail, unsigned w) {
+  head = BufferRef::adopt(gst_buffer_make_writable(head.release()));
+  gemstream::gst::MappedFrame h(info, head.get(), GST_MAP_READWRITE);
   gemstream::gst::MappedFrame t(info, tail, GST_MAP_READ);
   if (!h || !t)
     return false;
@@ -361,6 +380,50 @@ bool blend_frame(const GstVideoInfo *info, GstBuffer *head, GstBuffer *tail, uns
                                         td + static_cast<gsize>(y) * ts, row_bytes, w);
   }
   return true;
+}
+
+// Whether a head frame may be held by reference for the whole clip: not when it comes from a
+// pool with a fixed number of buffers (a camera's, a hardware decoder's), which holding K of
+// them would starve.
+bool can_hold(GstBuffer *frame) {
+  if (!frame->pool)
+    return true;
+  GstStructure *config = gst_buffer_pool_get_config(frame->pool);
+  guint max = 0;
+  const bool ok = gst_buffer_pool_config_get_params(config, nullptr, nullptr, nullptr, &max);
+  gst_structure_free(config);
+  return ok && max == 0;
+}
+
+// Whether the frame's planes lie where the caps' default layout puts them (no GstVideoMeta, or
+// one that describes that layout).
+bool has_default_layout(const GstVideoInfo *info, GstBuffer *frame) {
+  const GstVideoMeta *meta = gst_buffer_get_video_meta(frame);
+  if (!meta)
+    return true;
+  if (meta->n_planes != GST_VIDEO_INFO_N_PLANES(info))
+    return false;
+  for (guint p = 0; p < meta->n_planes; ++p)
+    if (meta->offset[p] != GST_VIDEO_INFO_PLANE_OFFSET(info, p) ||
+        meta->stride[p] != GST_VIDEO_INFO_PLANE_STRIDE(info, p))
+      return false;
+  return true;
+}
+
+// A copy of `frame` in the caps' default layout, for a downstream that does not read
+// GstVideoMeta; nullptr when a frame cannot be mapped.
+GstBuffer *copy_to_default_layout(const GstVideoInfo *info, GstBuffer *frame) {
+  GstBuffer *out = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(info), nullptr);
+  gst_buffer_copy_into(out, frame, GST_BUFFER_COPY_FLAGS, 0, 0);
+  gemstream::gst::MappedFrame from(info, frame, GST_MAP_READ);
+  bool ok = false;
+  {
+    gemstream::gst::MappedFrame to(info, out, GST_MAP_WRITE);
+    ok = from && to && gst_video_frame_copy(to.get(), from.get());
+  }
+  if (!ok)
+    gst_buffer_unref(out);
+  return ok ? out : nullptr;
 }
 
 // Posts a GST_MESSAGE_PROGRESS with the code "loop" and a `percent` field (-1: unknown).
@@ -427,6 +490,19 @@ void post_frame_count_mismatch(GemVideoLoop *self, guint64 received, bool more) 
   set_fatal(self->impl);
 }
 
+// Asks downstream whether it reads GstVideoMeta. This happens at the first output frame, when
+// the branches behind a tee have long processed the caps, so the answer is immediate.
+void check_downstream(GemVideoLoop *self) {
+  VideoState &v = self->impl->video;
+  GstQuery *query = gst_query_new_allocation(v.caps.get(), FALSE);
+  v.downstream_video_meta = gst_pad_peer_query(self->impl->video_src, query) &&
+                            gst_query_find_allocation_meta(query, GST_VIDEO_META_API_TYPE, nullptr);
+  gst_query_unref(query);
+  v.downstream_checked = true;
+  GST_DEBUG_OBJECT(self, "downstream %s GstVideoMeta",
+                   v.downstream_video_meta ? "reads" : "does not read");
+}
+
 // Pushes output frame number `pushed` with timestamps on the output timeline. With keep_last
 // the frame is also kept as the newest input frame (taken once it is writable, so holding it
 // costs no copy).
@@ -436,6 +512,17 @@ GstFlowReturn video_push(GemVideoLoop *self, BufferRef frame, bool keep_last = f
   if (v.need_segment) {
     gst_pad_push_event(impl->video_src, new_segment_event(v.seqnum));
     v.need_segment = false;
+  }
+  if (!v.downstream_checked || gst_pad_check_reconfigure(impl->video_src))
+    check_downstream(self);
+  if (!v.downstream_video_meta && !has_default_layout(&v.info, frame.get())) {
+    GstBuffer *copy = copy_to_default_layout(&v.info, frame.get());
+    if (!copy) {
+      GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot map a video frame to copy it."),
+                        (nullptr));
+      return GST_FLOW_ERROR;
+    }
+    frame = BufferRef::adopt(copy);
   }
   const guint64 i = v.pushed++;
   GstBuffer *out = gst_buffer_make_writable(frame.release());
@@ -480,17 +567,20 @@ GstFlowReturn video_take_frame(GemVideoLoop *self, BufferRef frame) {
   BufferRef out;
   bool keep_out = false;
   if (i < k) {
-    // The head is written by the blend and held for the whole clip: a private copy also keeps
-    // it out of upstream's buffer pool.
-    GstBuffer *copy = gst_buffer_copy_deep(frame.get());
-    if (!copy) {
-      GST_ELEMENT_ERROR(self, RESOURCE, NO_SPACE_LEFT, ("Cannot copy a video frame."), (nullptr));
-      return GST_FLOW_ERROR;
+    // The head is held for the whole clip; a frame of a bounded pool is copied out of it.
+    if (!can_hold(frame.get())) {
+      GstBuffer *copy = gst_buffer_copy_deep(frame.get());
+      if (!copy) {
+        GST_ELEMENT_ERROR(self, RESOURCE, NO_SPACE_LEFT, ("Cannot copy a video frame."),
+                          (nullptr));
+        return GST_FLOW_ERROR;
+      }
+      frame = BufferRef::adopt(copy);
     }
-    v.head.push_back(BufferRef::adopt(copy));
+    v.head.push_back(std::move(frame));
   } else if (v.progressive() && i >= v.frames - k) {
     const guint64 j = i - (v.frames - k);
-    if (!blend_frame(&v.info, v.head[j].get(), frame.get(),
+    if (!blend_frame(&v.info, v.head[j], frame.get(),
                      gemstream::videoloop::head_weight_256(j, k))) {
       GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot map a video frame for blending."),
                         (nullptr));
@@ -642,7 +732,7 @@ gboolean video_eos(GemVideoLoop *self, GstEvent *event) {
   // With `frames` the blended head has left already, frame by frame.
   for (guint64 j = 0; j < k && !v.progressive() && ret == GST_FLOW_OK; ++j) {
     BufferRef head = std::move(v.head[j]);
-    if (!blend_frame(&v.info, head.get(), v.window[j].get(),
+    if (!blend_frame(&v.info, head, v.window[j].get(),
                      gemstream::videoloop::head_weight_256(j, k))) {
       GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot map a video frame for blending."),
                         (nullptr));
@@ -1155,20 +1245,24 @@ GstFlowReturn audio_chain(GstPad *, GstObject *parent, GstBuffer *buffer) {
 gboolean video_sink_query(GstPad *pad, GstObject *parent, GstQuery *query) {
   auto *self = GEM_VIDEO_LOOP(parent);
   if (GST_QUERY_TYPE(query) == GST_QUERY_ALLOCATION) {
-    // Without `frames` the delay line holds K upstream buffers by reference, so upstream must
-    // not allocate from a downstream pool sized for a plain stream: ask for a pool of its own
-    // with room for them. With `frames` only the newest frame is held (for GAPs), and a larger
-    // minimum would only make upstream preallocate frames nobody uses. The metas downstream
-    // supports still apply. The query is serialized, so the video state may be read here.
+    // Answered here rather than downstream, whose answer behind a tee waits for every branch's
+    // queue to drain its caps (an encoder's start-up): GstVideoMeta is accepted, since frames
+    // in another layout are copied on the way out to a downstream that does not read it. Ask
+    // for a pool of upstream's own with no upper bound, so the head and the delay line can be
+    // held by reference. Without `frames` the delay line holds K frames; with `frames` only the
+    // newest frame is held (for GAPs), and a larger minimum would only make upstream
+    // preallocate frames nobody uses. The query is serialized, so the video state may be read.
     const VideoState &v = self->impl->video;
-    gboolean ok = gst_pad_peer_query(self->impl->video_src, query);
-    while (gst_query_get_n_allocation_pools(query) > 0)
-      gst_query_remove_nth_allocation_pool(query, 0);
-    if (v.caps)
-      gst_query_add_allocation_pool(query, nullptr,
-                                    static_cast<guint>(GST_VIDEO_INFO_SIZE(&v.info)),
-                                    static_cast<guint>(v.progressive() ? 2 : v.timeline.k + 2), 0);
-    return ok || v.caps;
+    GstCaps *caps = nullptr;
+    gst_query_parse_allocation(query, &caps, nullptr);
+    GstVideoInfo info;
+    if (!caps || !gst_video_info_from_caps(&info, caps))
+      return FALSE;
+    gst_query_add_allocation_meta(query, GST_VIDEO_META_API_TYPE, nullptr);
+    const guint64 held = v.caps && !v.progressive() ? v.timeline.k : 0;
+    gst_query_add_allocation_pool(query, nullptr, static_cast<guint>(GST_VIDEO_INFO_SIZE(&info)),
+                                  static_cast<guint>(held + 2), 0);
+    return TRUE;
   }
   return gst_pad_query_default(pad, parent, query);
 }

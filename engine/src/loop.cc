@@ -168,6 +168,15 @@ private:
   throw Error(ErrorKind::Cancelled, "making the loop of " + input.string() + " was cancelled");
 }
 
+// Whether the probed file is an MP4/MOV with H.264 video and AAC audio or none, as Veo writes:
+// the pipeline then demuxes and decodes it directly instead of through decodebin3, which would
+// first typefind it and plug a parser per stream.
+bool mp4_avc(const MediaInfo &info) {
+  const MediaStreamInfo *audio = info.audio();
+  return info.container.find("mp4") != std::string::npos && info.video() &&
+         info.video()->codec == "h264" && (!audio || audio->codec == "aac");
+}
+
 // The frame count the probe gives for the video, when it is consistent with the duration and
 // frame rate (a constant-rate clip whose every packet is a frame); 0 when unsure.
 std::uint64_t probed_frames(const MediaStreamInfo &video) {
@@ -301,6 +310,7 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
                     seconds_text(crossfade_rounded_s) + " needs a clip of at least " +
                     seconds_text(2 * crossfade_rounded_s));
   result.audio = result.input.audio() != nullptr;
+  result.decode = mp4_avc(result.input) ? "mp4-avc" : "auto";
   result.duration_s = frames > 0 ? static_cast<double>(frames) * frame_s - crossfade_rounded_s
                                  : clip_s - crossfade_rounded_s;
 
@@ -308,6 +318,7 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
   TemporaryOutputs outputs(request.out_dir);
   std::map<std::string, std::string> values = {
       {"input", request.input.string()},
+      {"decode", result.decode},
       {"audio", result.audio ? "true" : "false"},
       {"crossfade", std::to_string(request.crossfade.count()) + "ns"},
       {"height", std::to_string(request.height)},

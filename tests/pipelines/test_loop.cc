@@ -269,6 +269,7 @@ TEST_F(MakeLoop, AWrongProbedFrameCountIsRetriedWithoutIt) {
   const LoopRequest req = request(edited);
   std::vector<double> progress;
   const LoopResult r = make_loop(req, {}, [&](double p) { progress.push_back(p); });
+  EXPECT_EQ(r.decode, "mp4-avc"); // qtdemux applies the edit list without decodebin3 too
   EXPECT_EQ(r.input.video()->packets, 72);
   EXPECT_FALSE(r.used_frame_count);
   EXPECT_EQ(files_in(req.out_dir), (std::set<std::string>{"loop.mp4", "loop.webm", "poster.jpg"}));
@@ -277,6 +278,26 @@ TEST_F(MakeLoop, AWrongProbedFrameCountIsRetriedWithoutIt) {
   EXPECT_NEAR(r.duration_s, mp4.video()->duration_s, kFrame);
   EXPECT_TRUE(std::is_sorted(progress.begin(), progress.end()));
   EXPECT_EQ(progress.back(), 100);
+}
+
+TEST_F(MakeLoop, AVeoStyleMp4IsDecodedDirectlyAndAnyOtherFileThroughDecodebin3) {
+  // An MP4 with H.264 and AAC (what Veo writes) skips typefinding and autoplugging.
+  LoopRequest first = request(clip());
+  const LoopResult direct = make_loop(first);
+  EXPECT_EQ(direct.decode, "mp4-avc");
+  // Its VP9/Opus WebM, looped again, goes through decodebin3.
+  LoopRequest again = request(direct.files.at(LoopFormat::Webm), "again");
+  again.crossfade = 250ms;
+  const LoopResult autoplugged = make_loop(again);
+  EXPECT_EQ(autoplugged.decode, "auto");
+  EXPECT_TRUE(autoplugged.audio);
+  const gemstream::MediaInfo mp4 = probe_media(again.out_dir / "loop.mp4");
+  ASSERT_NE(mp4.video(), nullptr);
+  EXPECT_EQ(mp4.video()->codec, "h264");
+  EXPECT_EQ(mp4.video()->packets, 72 - 12 - 6);
+  ASSERT_NE(mp4.audio(), nullptr);
+  EXPECT_NEAR(mp4.duration_s, (72 - 12 - 6) * kFrame, 0.03);
+  EXPECT_EQ(probe_media(again.out_dir / "loop.webm").video()->packets, 72 - 12 - 6);
 }
 
 TEST_F(MakeLoop, AnUnwritableOutputDirectoryIsAnIoError) {

@@ -465,8 +465,8 @@ TEST(VideoLoop, StoppingReleasesHeldFramesAndTheElementRestarts) {
     mine.push_back(buf);
     ASSERT_EQ(gst_harness_push(h, gst_buffer_ref(buf)), GST_FLOW_OK);
   }
-  // Frames 24..29 sit in the delay line by reference; the head was copied.
-  EXPECT_EQ(GST_MINI_OBJECT_REFCOUNT_VALUE(mine[0]), 1);
+  // The head (0..23) and the delay line (24..29) are held by reference, not copied.
+  EXPECT_EQ(GST_MINI_OBJECT_REFCOUNT_VALUE(mine[0]), 2);
   EXPECT_EQ(GST_MINI_OBJECT_REFCOUNT_VALUE(mine[29]), 2);
   for (int round = 0; round < 3; ++round) {
     ASSERT_NE(gst_element_set_state(h->element, GST_STATE_READY), GST_STATE_CHANGE_FAILURE);
@@ -741,6 +741,191 @@ TEST(VideoLoop, ProgressWithoutAnyLengthIsUnknownUntilComplete) {
   gst_element_set_bus(h->element, nullptr);
   gst_object_unref(bus);
   gst_harness_teardown(h);
+}
+
+// A gradient frame in a padded layout (wider strides, rows of padding below each plane), as a
+// decoder that decodes in place writes it, described by a GstVideoMeta.
+GstBuffer *padded_gradient_frame(int shift) {
+  GstVideoInfo info = video_info();
+  GstVideoAlignment align;
+  gst_video_alignment_reset(&align);
+  align.padding_right = 16;
+  align.padding_bottom = 8;
+  EXPECT_TRUE(gst_video_info_align(&info, &align));
+  GstBuffer *buf = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(&info), nullptr);
+  gst_buffer_memset(buf, 0, 0xee, GST_VIDEO_INFO_SIZE(&info)); // visible if read as unpadded
+  gst_buffer_add_video_meta_full(buf, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_FORMAT_I420, kWidth,
+                                 kHeight, GST_VIDEO_INFO_N_PLANES(&info), info.offset, info.stride);
+  GstBuffer *plain = gradient_frame(shift);
+  GstVideoInfo plain_info = video_info();
+  GstVideoFrame from, to;
+  EXPECT_TRUE(gst_video_frame_map(&from, &plain_info, plain, GST_MAP_READ));
+  EXPECT_TRUE(gst_video_frame_map(&to, &plain_info, buf, GST_MAP_WRITE)); // uses the meta
+  EXPECT_TRUE(gst_video_frame_copy(&to, &from));
+  gst_video_frame_unmap(&to);
+  gst_video_frame_unmap(&from);
+  gst_buffer_unref(plain);
+  return buf;
+}
+
+// Pushes frames [0, n) made by `make`, timestamped, keeping a reference to each in `kept`.
+template <typename Make>
+void push_frames(GstHarness *h, int n, Make make, std::vector<GstBuffer *> *kept = nullptr) {
+  for (int i = 0; i < n; ++i) {
+    GstBuffer *buf = make(i);
+    GST_BUFFER_PTS(buf) = frame_time(i);
+    GST_BUFFER_DURATION(buf) = frame_time(i + 1) - frame_time(i);
+    if (kept)
+      kept->push_back(gst_buffer_ref(buf));
+    ASSERT_EQ(gst_harness_push(h, buf), GST_FLOW_OK) << "frame " << i;
+  }
+}
+
+TEST(VideoLoop, AllocationQueryIsAnsweredAtOnceAndAcceptsVideoMeta) {
+  // Behind a tee, downstream's answer waits for every branch's queue to drain the caps, i.e.
+  // for each encoder to start; videoloop answers upstream itself.
+  GstHarness *h = new_video_harness();
+  static int downstream_queries = 0;
+  static GstPadQueryFunction harness_query = GST_PAD_QUERYFUNC(h->sinkpad);
+  gst_pad_set_query_function(h->sinkpad, [](GstPad *pad, GstObject *parent, GstQuery *query) {
+    if (GST_QUERY_TYPE(query) == GST_QUERY_ALLOCATION)
+      ++downstream_queries;
+    return harness_query(pad, parent, query);
+  });
+  GstCaps *caps = gst_caps_from_string(kVideoCaps);
+  GstQuery *query = gst_query_new_allocation(caps, TRUE);
+  gst_caps_unref(caps);
+  ASSERT_TRUE(gst_pad_peer_query(h->srcpad, query));
+  EXPECT_EQ(downstream_queries, 0);
+  EXPECT_TRUE(gst_query_find_allocation_meta(query, GST_VIDEO_META_API_TYPE, nullptr));
+  gst_query_unref(query);
+  // Downstream is asked once, before the first output frame.
+  push_gradient_clip(h, 49);
+  EXPECT_EQ(gst_harness_buffers_in_queue(h), 1u);
+  EXPECT_EQ(downstream_queries, 1);
+  gst_harness_teardown(h);
+}
+
+TEST(VideoLoop, PaddedFramesAreCopiedToTheDefaultLayoutForADownstreamWithoutVideoMeta) {
+  constexpr int n = 60;
+  GstHarness *plain = new_video_harness("500000000");
+  push_gradient_clip(plain, n);
+  ASSERT_TRUE(gst_harness_push_event(plain, gst_event_new_eos()));
+  const Frames expected = pull_all(plain);
+  gst_harness_teardown(plain);
+
+  for (guint64 frames : {guint64(0), guint64(n)}) {
+    GstHarness *h = new_video_harness("500000000", frames); // the harness reads no GstVideoMeta
+    push_frames(h, n, padded_gradient_frame);
+    ASSERT_TRUE(gst_harness_push_event(h, gst_event_new_eos()));
+    ASSERT_EQ(gst_harness_buffers_in_queue(h), expected.data.size());
+    for (size_t i = 0; i < expected.data.size(); ++i) {
+      GstBuffer *out = gst_harness_pull(h);
+      const GstVideoMeta *meta = gst_buffer_get_video_meta(out);
+      if (meta) { // a meta may stay if it describes the default layout
+        GstVideoInfo info = video_info();
+        EXPECT_EQ(meta->stride[0], GST_VIDEO_INFO_PLANE_STRIDE(&info, 0));
+        EXPECT_EQ(meta->offset[1], GST_VIDEO_INFO_PLANE_OFFSET(&info, 1));
+      }
+      ASSERT_EQ(bytes_of(out), expected.data[i]) << "frames=" << frames << ", frame " << i;
+      gst_buffer_unref(out);
+    }
+    gst_harness_teardown(h);
+  }
+}
+
+TEST(VideoLoop, PaddedFramesPassThroughUncopiedToADownstreamReadingVideoMeta) {
+  constexpr int n = 60, k = 12;
+  GstHarness *h = new_video_harness("500000000", n);
+  gst_harness_add_propose_allocation_meta(h, GST_VIDEO_META_API_TYPE, nullptr);
+  std::vector<GstBuffer *> in;
+  push_frames(h, n, padded_gradient_frame, &in);
+  ASSERT_TRUE(gst_harness_push_event(h, gst_event_new_eos()));
+  ASSERT_EQ(gst_harness_buffers_in_queue(h), guint(n - k));
+  GstVideoInfo info = video_info();
+  for (int i = 0; i < n - k; ++i) {
+    GstBuffer *out = gst_harness_pull(h);
+    const GstVideoMeta *meta = gst_buffer_get_video_meta(out);
+    ASSERT_NE(meta, nullptr) << "frame " << i;
+    EXPECT_NE(meta->stride[0], GST_VIDEO_INFO_PLANE_STRIDE(&info, 0)) << "frame " << i;
+    if (i < n - 2 * k) { // the middle: the very memory upstream decoded into
+      EXPECT_EQ(gst_buffer_peek_memory(out, 0), gst_buffer_peek_memory(in[k + i], 0)) << i;
+    }
+    // Read through the meta, every frame is the one expected.
+    GstVideoFrame frame;
+    ASSERT_TRUE(gst_video_frame_map(&frame, &info, out, GST_MAP_READ));
+    const auto *y = static_cast<const guint8 *>(GST_VIDEO_FRAME_PLANE_DATA(&frame, 0));
+    const int row = kHeight - 1, ys = GST_VIDEO_FRAME_PLANE_STRIDE(&frame, 0);
+    if (i < n - 2 * k)
+      EXPECT_EQ(y[row * ys + 5], ramp(5 + k + i)) << "frame " << i;
+    else // the blend of two ramps lies between them
+      EXPECT_NE(y[row * ys + 5], 0xee) << "frame " << i;
+    gst_video_frame_unmap(&frame);
+    gst_buffer_unref(out);
+  }
+  for (auto *buf : in)
+    gst_buffer_unref(buf);
+  gst_harness_teardown(h);
+}
+
+TEST(VideoLoop, BlendingNeverWritesIntoAFrameUpstreamStillHolds) {
+  constexpr int n = 60, k = 12;
+  for (guint64 frames : {guint64(0), guint64(n)}) {
+    GstHarness *h = new_video_harness("500000000", frames);
+    std::vector<GstBuffer *> in;
+    push_frames(h, n, gradient_frame, &in);
+    ASSERT_TRUE(gst_harness_push_event(h, gst_event_new_eos()));
+    const Frames out = pull_all(h);
+    ASSERT_EQ(out.data.size(), size_t(n - k));
+    for (int j = 0; j < k; ++j) {
+      GstBuffer *fresh = gradient_frame(j);
+      EXPECT_EQ(bytes_of(in[j]), bytes_of(fresh)) << "frames=" << frames << ", head " << j;
+      if (j < k - 1) { // the last output frame is exactly f(K-1)
+        EXPECT_NE(out.data[n - 2 * k + j], bytes_of(fresh)) << "head " << j << " not blended";
+      }
+      gst_buffer_unref(fresh);
+    }
+    for (auto *buf : in)
+      gst_buffer_unref(buf);
+    gst_harness_teardown(h);
+  }
+}
+
+TEST(VideoLoop, HeadFramesOfABoundedPoolAreCopiedSoThePoolNeverRunsDry) {
+  // A camera's or a hardware decoder's pool has a fixed number of buffers; holding the head
+  // by reference would starve it.
+  constexpr int n = 60;
+  GstVideoInfo info = video_info();
+  GstBufferPool *pool = gst_video_buffer_pool_new();
+  GstStructure *config = gst_buffer_pool_get_config(pool);
+  GstCaps *caps = gst_caps_from_string(kVideoCaps);
+  gst_buffer_pool_config_set_params(config, caps, GST_VIDEO_INFO_SIZE(&info), 4, 4);
+  gst_caps_unref(caps);
+  ASSERT_TRUE(gst_buffer_pool_set_config(pool, config));
+  ASSERT_TRUE(gst_buffer_pool_set_active(pool, TRUE));
+  GstHarness *h = new_video_harness("500000000", n);
+  GstBufferPoolAcquireParams params{};
+  params.flags = GST_BUFFER_POOL_ACQUIRE_FLAG_DONTWAIT;
+  for (int i = 0; i < n; ++i) {
+    GstBuffer *buf = nullptr;
+    ASSERT_EQ(gst_buffer_pool_acquire_buffer(pool, &buf, &params), GST_FLOW_OK)
+        << "the pool ran dry at frame " << i;
+    GstBuffer *src = gradient_frame(i);
+    GstMapInfo map;
+    ASSERT_TRUE(gst_buffer_map(src, &map, GST_MAP_READ));
+    gst_buffer_fill(buf, 0, map.data, map.size);
+    gst_buffer_unmap(src, &map);
+    gst_buffer_unref(src);
+    GST_BUFFER_PTS(buf) = frame_time(i);
+    ASSERT_EQ(gst_harness_push(h, buf), GST_FLOW_OK);
+    while (GstBuffer *out = gst_harness_try_pull(h)) // downstream consumes as it goes
+      gst_buffer_unref(out);
+  }
+  ASSERT_TRUE(gst_harness_push_event(h, gst_event_new_eos()));
+  EXPECT_EQ(gst_harness_buffers_in_queue(h), 0u);
+  gst_harness_teardown(h);
+  gst_buffer_pool_set_active(pool, FALSE);
+  gst_object_unref(pool);
 }
 
 TEST(VideoLoop, AllocationQueryLeavesRoomForTheDelayLine) {
