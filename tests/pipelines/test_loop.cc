@@ -13,12 +13,14 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <set>
 #include <string>
 #include <sys/wait.h>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 using namespace gemstream;
@@ -323,6 +325,35 @@ TEST(LoopFormats, ParseNamesInAnyOrderOnce) {
   }
   EXPECT_STREQ(to_string(LoopFormat::Webm), "webm");
   EXPECT_STREQ(file_name(LoopFormat::Poster), "poster.jpg");
+}
+
+// `timeout`, a service manager or a closed terminal stops `gemstream loop` with SIGTERM or
+// SIGHUP: like Ctrl-C, that cancels the run, and its temporary files are removed.
+TEST_F(MakeLoop, TerminatingTheCommandLineLoopLeavesNoFileBehind) {
+  const fs::path input = clip(480);
+  for (int signal_number : {SIGTERM, SIGHUP}) {
+    const fs::path out = dir_ / ("killed-" + std::to_string(signal_number));
+    const fs::path log = dir_ / "log";
+    const std::string cmd = std::string("exec ") + GEMSTREAM_CLI + " loop '" + input.string() +
+                            "' --out '" + out.string() + "' > '" + log.string() + "' 2>&1";
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char *>(nullptr));
+      _exit(127);
+    }
+    // Wait for the run to have created its temporary files, then stop it.
+    for (int i = 0; i < 1000 && files_in(out).size() < 3; ++i)
+      std::this_thread::sleep_for(5ms);
+    ASSERT_EQ(files_in(out).size(), 3u) << slurp(log);
+    kill(pid, signal_number);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status)) << "killed by the signal instead of cancelling: " << slurp(log);
+    EXPECT_EQ(WEXITSTATUS(status), 128 + signal_number) << slurp(log);
+    EXPECT_NE(slurp(log).find("no loop output was written"), std::string::npos) << slurp(log);
+    EXPECT_EQ(files_in(out), std::set<std::string>{}) << "signal " << signal_number;
+  }
 }
 
 // `gemstream loop`, as a person runs it: the MP4 it writes, decoded, steps from its last frame

@@ -15,6 +15,7 @@
 #include <gst/pbutils/pbutils.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <set>
 #include <string>
@@ -258,25 +260,30 @@ struct LoopJob {
   bool quiet = false;
 };
 
-std::atomic<bool> g_loop_interrupted{false};
+std::atomic<int> g_loop_signal{0};
 
-extern "C" void on_loop_interrupt(int) {
-  g_loop_interrupted.store(true);
+extern "C" void on_loop_interrupt(int signal_number) {
+  g_loop_signal.store(signal_number);
 }
 
-// Ctrl-C cancels `token` while in scope. A signal handler may not take the token's lock, so a
-// watcher thread turns the flag the handler sets into cancel().
+// The signals that end a loop run cleanly: Ctrl-C, a service manager's or `timeout`'s stop, a
+// closed terminal. Each cancels the run, so its temporary files are removed.
+constexpr std::array kLoopSignals = {SIGINT, SIGTERM, SIGHUP};
+
+// These signals cancel `token` while in scope. A signal handler may not take the token's
+// lock, so a watcher thread turns the number the handler stores into cancel().
 class CancelOnInterrupt {
 public:
   explicit CancelOnInterrupt(CancelToken token) : token_(std::move(token)) {
-    g_loop_interrupted.store(false);
+    g_loop_signal.store(0);
     struct sigaction sa {};
     sa.sa_handler = on_loop_interrupt;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &previous_);
+    for (std::size_t i = 0; i < kLoopSignals.size(); ++i)
+      sigaction(kLoopSignals[i], &sa, &previous_[i]);
     watcher_ = std::thread([this] {
       while (done_.wait_for(std::chrono::milliseconds(50)))
-        if (g_loop_interrupted.load()) {
+        if (g_loop_signal.load() != 0) {
           token_.cancel();
           return;
         }
@@ -285,15 +292,18 @@ public:
   ~CancelOnInterrupt() {
     done_.cancel();
     watcher_.join();
-    sigaction(SIGINT, &previous_, nullptr);
+    for (std::size_t i = 0; i < kLoopSignals.size(); ++i)
+      sigaction(kLoopSignals[i], &previous_[i], nullptr);
   }
+  // The signal that cancelled the run, 0 if none did.
+  static int signal_number() { return g_loop_signal.load(); }
   CancelOnInterrupt(const CancelOnInterrupt &) = delete;
   CancelOnInterrupt &operator=(const CancelOnInterrupt &) = delete;
 
 private:
   CancelToken token_;
   CancelToken done_;
-  struct sigaction previous_ {};
+  std::array<struct sigaction, kLoopSignals.size()> previous_{};
   std::thread watcher_;
 };
 
@@ -335,8 +345,10 @@ int run_loop(const LoopJob &job) {
   } catch (const Error &e) {
     bar.finish();
     if (e.kind() == ErrorKind::Cancelled) {
-      std::fprintf(stderr, "interrupted: no loop output was written\n");
-      return 130;
+      const int signal_number = CancelOnInterrupt::signal_number();
+      std::fprintf(stderr, "interrupted (SIG%s): no loop output was written\n",
+                   sigabbrev_np(signal_number ? signal_number : SIGINT));
+      return 128 + (signal_number ? signal_number : SIGINT);
     }
     throw;
   }

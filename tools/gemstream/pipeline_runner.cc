@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -19,7 +20,11 @@ extern "C" void on_sigint(int) {
   g_interrupts.fetch_add(1);
 }
 
-// Installs the Ctrl-C handler for the duration of a run.
+// The signals that stop a run cleanly (EOS first): Ctrl-C, a service manager's or `timeout`'s
+// SIGTERM, a closed terminal's SIGHUP. A second one aborts.
+constexpr std::array kStopSignals = {SIGINT, SIGTERM, SIGHUP};
+
+// Installs the handler of the stop signals for the duration of a run.
 class InterruptScope {
 public:
   InterruptScope() {
@@ -27,14 +32,18 @@ public:
     struct sigaction sa {};
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &previous_);
+    for (std::size_t i = 0; i < kStopSignals.size(); ++i)
+      sigaction(kStopSignals[i], &sa, &previous_[i]);
   }
-  ~InterruptScope() { sigaction(SIGINT, &previous_, nullptr); }
+  ~InterruptScope() {
+    for (std::size_t i = 0; i < kStopSignals.size(); ++i)
+      sigaction(kStopSignals[i], &previous_[i], nullptr);
+  }
   InterruptScope(const InterruptScope &) = delete;
   InterruptScope &operator=(const InterruptScope &) = delete;
 
 private:
-  struct sigaction previous_ {};
+  std::array<struct sigaction, kStopSignals.size()> previous_{};
 };
 
 // "k=v, k=v" for a flat JSON object; nested values stay JSON.
