@@ -410,11 +410,16 @@ bool has_default_layout(const GstVideoInfo *info, GstBuffer *frame) {
   return true;
 }
 
-// A copy of `frame` in the caps' default layout, for a downstream that does not read
-// GstVideoMeta; nullptr when a frame cannot be mapped.
+// A copy of `frame` in the caps' default layout, with its flags and metas but no GstVideoMeta,
+// for a downstream that does not read one; nullptr when a frame cannot be mapped.
 GstBuffer *copy_to_default_layout(const GstVideoInfo *info, GstBuffer *frame) {
   GstBuffer *out = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(info), nullptr);
-  gst_buffer_copy_into(out, frame, GST_BUFFER_COPY_FLAGS, 0, 0);
+  gst_buffer_copy_into(out, frame,
+                       static_cast<GstBufferCopyFlags>(GST_BUFFER_COPY_FLAGS | GST_BUFFER_COPY_META),
+                       0, static_cast<gsize>(-1));
+  while (GstVideoMeta *meta = gst_buffer_get_video_meta(out))
+    if (!gst_buffer_remove_meta(out, &meta->meta))
+      break;
   gemstream::gst::MappedFrame from(info, frame, GST_MAP_READ);
   bool ok = false;
   {
