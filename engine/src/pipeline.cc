@@ -223,6 +223,31 @@ events::Error parse_error(GstMessage *msg) {
   return e;
 }
 
+// gst_parse_launch links a sometimes pad ("demux.video_0 ! queue") when the pad appears, and
+// only warns when it cannot (the next element does not accept the stream, or the pad never
+// appears). The pipeline then waits forever for data that cannot come, so the run ends there
+// with an error naming the link.
+std::optional<events::Error> delayed_link_failure(GstMessage *msg) {
+  GError *raw = nullptr;
+  gchar *debug_raw = nullptr;
+  gst_message_parse_warning(msg, &raw, &debug_raw);
+  GErrorPtr err(raw);
+  GChars debug(debug_raw);
+  if (!err || err->domain != GST_PARSE_ERROR || err->code != GST_PARSE_ERROR_DELAYED_LINK)
+    return std::nullopt;
+  events::Error e;
+  e.source = source_name(msg);
+  e.domain = domain_name(err->domain);
+  e.code = err->code;
+  e.message = "A link of the pipeline could not be made when its pad appeared (" +
+              str(debug.get()) +
+              "): the stream is not one the next element accepts, or the pad never appeared "
+              "(e.g. a branch for an audio stream the input does not have).";
+  e.debug = str(debug.get());
+  e.kind = ErrorKind::Config;
+  return e;
+}
+
 events::State to_state(GstState s) {
   switch (s) {
   case GST_STATE_READY: return events::State::Ready;
@@ -563,6 +588,15 @@ struct PipelineShared {
           finish(Outcome::Ending::Eos, std::nullopt);
           return;
         }
+        break;
+      case GST_MESSAGE_WARNING:
+        if (auto e = delayed_link_failure(msg)) {
+          GST_DEBUG("%s", e->message.c_str());
+          finish(Outcome::Ending::Error, std::move(*e));
+          return;
+        }
+        if (auto event = to_event(msg, pipeline))
+          deliver(*event);
         break;
       case GST_MESSAGE_ERROR: {
         events::Error e = parse_error(msg);

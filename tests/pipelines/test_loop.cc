@@ -300,6 +300,16 @@ TEST_F(MakeLoop, AVeoStyleMp4IsDecodedDirectlyAndAnyOtherFileThroughDecodebin3) 
   ASSERT_NE(mp4.audio(), nullptr);
   EXPECT_NEAR(mp4.duration_s, (72 - 12 - 6) * kFrame, 0.03);
   EXPECT_EQ(probe_media(again.out_dir / "loop.webm").video()->packets, 72 - 12 - 6);
+
+  // H.264 tagged avc3 (parameter sets in the stream): h264parse hands avdec_h264 a stream
+  // format it takes.
+  const fs::path avc3 = dir_ / "avc3.mp4";
+  const std::string cmd = "ffmpeg -v error -y -i '" + clip().string() + "' -c copy -tag:v avc3 '" +
+                          avc3.string() + "'";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const LoopResult tagged = make_loop(request(avc3, "avc3"));
+  EXPECT_EQ(tagged.decode, "mp4-avc");
+  EXPECT_EQ(probe_media(dir_ / "avc3" / "loop.mp4").video()->packets, 72 - 12);
 }
 
 TEST_F(MakeLoop, AnUnwritableOutputDirectoryIsAnIoError) {

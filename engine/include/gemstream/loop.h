@@ -72,8 +72,8 @@ struct LoopResult {
   double duration_s = 0;         // the loop's length: the clip's frames minus the crossfade's
   bool audio = false;            // the input's audio was looped into the MP4/WebM
   bool used_frame_count = false; // the probe's frame count let videoloop hold only the head
-  // How the pipeline decoded the input (its `decode` parameter): "mp4-avc" (qtdemux and the
-  // libav decoders directly, for an MP4/MOV with H.264 and AAC or no audio) or "auto"
+  // How the pipeline decoded the input (its `decode` parameter): "mp4-avc" (qtdemux, h264parse
+  // and the libav decoders, for an MP4/MOV with H.264 and AAC or no audio) or "auto"
   // (decodebin3).
   std::string decode;
 };
