@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "pipeline_runner.h"
 #include "spending.h"
+#include "stop_signals.h"
 
 #include <gemstream/cancel.h>
 #include <gemstream/config.h>
@@ -15,7 +16,6 @@
 #include <gst/pbutils/pbutils.h>
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -266,21 +266,13 @@ extern "C" void on_loop_interrupt(int signal_number) {
   g_loop_signal.store(signal_number);
 }
 
-// The signals that end a loop run cleanly: Ctrl-C, a service manager's or `timeout`'s stop, a
-// closed terminal. Each cancels the run, so its temporary files are removed.
-constexpr std::array kLoopSignals = {SIGINT, SIGTERM, SIGHUP};
-
-// These signals cancel `token` while in scope. A signal handler may not take the token's
-// lock, so a watcher thread turns the number the handler stores into cancel().
+// The stop signals cancel `token` while in scope, so the run's temporary files are removed. A
+// signal handler may not take the token's lock, so a watcher thread turns the number the
+// handler stores into cancel(). The number is reset before the handler is installed.
 class CancelOnInterrupt {
 public:
-  explicit CancelOnInterrupt(CancelToken token) : token_(std::move(token)) {
-    g_loop_signal.store(0);
-    struct sigaction sa {};
-    sa.sa_handler = on_loop_interrupt;
-    sigemptyset(&sa.sa_mask);
-    for (std::size_t i = 0; i < kLoopSignals.size(); ++i)
-      sigaction(kLoopSignals[i], &sa, &previous_[i]);
+  explicit CancelOnInterrupt(CancelToken token)
+      : token_(std::move(token)), signals_((g_loop_signal.store(0), on_loop_interrupt)) {
     watcher_ = std::thread([this] {
       while (done_.wait_for(std::chrono::milliseconds(50)))
         if (g_loop_signal.load() != 0) {
@@ -292,8 +284,6 @@ public:
   ~CancelOnInterrupt() {
     done_.cancel();
     watcher_.join();
-    for (std::size_t i = 0; i < kLoopSignals.size(); ++i)
-      sigaction(kLoopSignals[i], &previous_[i], nullptr);
   }
   // The signal that cancelled the run, 0 if none did.
   static int signal_number() { return g_loop_signal.load(); }
@@ -303,7 +293,7 @@ public:
 private:
   CancelToken token_;
   CancelToken done_;
-  std::array<struct sigaction, kLoopSignals.size()> previous_{};
+  StopSignalScope signals_;
   std::thread watcher_;
 };
 

@@ -1,8 +1,8 @@
 #include "pipeline_runner.h"
+#include "stop_signals.h"
 
 #include <nlohmann/json.hpp>
 
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -20,30 +20,15 @@ extern "C" void on_sigint(int) {
   g_interrupts.fetch_add(1);
 }
 
-// The signals that stop a run cleanly (EOS first): Ctrl-C, a service manager's or `timeout`'s
-// SIGTERM, a closed terminal's SIGHUP. A second one aborts.
-constexpr std::array kStopSignals = {SIGINT, SIGTERM, SIGHUP};
-
-// Installs the handler of the stop signals for the duration of a run.
+// Installs the stop signals' handler for the duration of a run: the first signal stops the
+// run cleanly (EOS first), a second one aborts it. The count is reset before the handler is
+// installed, so no signal is lost.
 class InterruptScope {
 public:
-  InterruptScope() {
-    g_interrupts = 0;
-    struct sigaction sa {};
-    sa.sa_handler = on_sigint;
-    sigemptyset(&sa.sa_mask);
-    for (std::size_t i = 0; i < kStopSignals.size(); ++i)
-      sigaction(kStopSignals[i], &sa, &previous_[i]);
-  }
-  ~InterruptScope() {
-    for (std::size_t i = 0; i < kStopSignals.size(); ++i)
-      sigaction(kStopSignals[i], &previous_[i], nullptr);
-  }
-  InterruptScope(const InterruptScope &) = delete;
-  InterruptScope &operator=(const InterruptScope &) = delete;
+  InterruptScope() : signals_((g_interrupts = 0, on_sigint)) {}
 
 private:
-  std::array<struct sigaction, kStopSignals.size()> previous_{};
+  StopSignalScope signals_;
 };
 
 // "k=v, k=v" for a flat JSON object; nested values stay JSON.
