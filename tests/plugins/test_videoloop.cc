@@ -130,13 +130,23 @@ GstHarness *new_video_harness(const char *crossfade = nullptr, guint64 frames = 
   return h;
 }
 
-void push_gradient_clip(GstHarness *h, int frames, int first = 0) {
-  for (int i = first; i < first + frames; ++i) {
-    GstBuffer *buf = gradient_frame(i);
+// Pushes frames [first, first + n) made by `make`, timestamped, keeping a reference to each
+// in `kept`.
+template <typename Make>
+void push_frames(GstHarness *h, int n, Make make, std::vector<GstBuffer *> *kept = nullptr,
+                 int first = 0) {
+  for (int i = first; i < first + n; ++i) {
+    GstBuffer *buf = make(i);
     GST_BUFFER_PTS(buf) = frame_time(i);
     GST_BUFFER_DURATION(buf) = frame_time(i + 1) - frame_time(i);
+    if (kept)
+      kept->push_back(gst_buffer_ref(buf));
     ASSERT_EQ(gst_harness_push(h, buf), GST_FLOW_OK) << "frame " << i;
   }
+}
+
+void push_gradient_clip(GstHarness *h, int frames, int first = 0) {
+  push_frames(h, frames, gradient_frame, nullptr, first);
 }
 
 // After READY → PLAYING the element's pads have lost their sticky events; send them again.
@@ -766,19 +776,6 @@ GstBuffer *padded_gradient_frame(int shift) {
   gst_video_frame_unmap(&from);
   gst_buffer_unref(plain);
   return buf;
-}
-
-// Pushes frames [0, n) made by `make`, timestamped, keeping a reference to each in `kept`.
-template <typename Make>
-void push_frames(GstHarness *h, int n, Make make, std::vector<GstBuffer *> *kept = nullptr) {
-  for (int i = 0; i < n; ++i) {
-    GstBuffer *buf = make(i);
-    GST_BUFFER_PTS(buf) = frame_time(i);
-    GST_BUFFER_DURATION(buf) = frame_time(i + 1) - frame_time(i);
-    if (kept)
-      kept->push_back(gst_buffer_ref(buf));
-    ASSERT_EQ(gst_harness_push(h, buf), GST_FLOW_OK) << "frame " << i;
-  }
 }
 
 TEST(VideoLoop, AllocationQueryIsAnsweredAtOnceAndAcceptsVideoMeta) {
