@@ -115,3 +115,32 @@ TEST_F(ProbeTest, NotAVideoTooLargeNoVideoAndOtherContainers) {
 
   EXPECT_THROW(probe_media(dir_ / "missing.mp4"), Error);
 }
+
+// An MP4's header (moov) describes its streams, so the probe reads them from it without decoding;
+// the same streams in Matroska, and in a fragmented MP4 whose moov lists no samples, are probed
+// by decoding their first frames. All three must read the same.
+TEST_F(ProbeTest, HeaderAndDecodedStreamInformationAgree) {
+  fs::path mkv = dir_ / "clip.mkv", frag = dir_ / "frag.mp4";
+  ASSERT_EQ(std::system(("ffmpeg -loglevel error -y -i " + clip().string() + " -c copy " +
+                         mkv.string()).c_str()), 0);
+  ASSERT_EQ(std::system(("ffmpeg -loglevel error -y -i " + clip().string() +
+                         " -c copy -movflags frag_keyframe+empty_moov " + frag.string()).c_str()),
+            0);
+  const auto mp4 = probe_media(clip());
+  for (const fs::path &other : {mkv, frag}) {
+    SCOPED_TRACE(other.filename().string());
+    const auto info = probe_media(other);
+    ASSERT_NE(info.video(), nullptr);
+    ASSERT_NE(info.audio(), nullptr);
+    EXPECT_EQ(info.video()->codec, mp4.video()->codec);
+    EXPECT_EQ(info.video()->width, mp4.video()->width);
+    EXPECT_EQ(info.video()->height, mp4.video()->height);
+    EXPECT_NEAR(info.video()->fps, mp4.video()->fps, 0.01);
+    EXPECT_EQ(info.video()->packets, mp4.video()->packets);
+    EXPECT_EQ(info.audio()->codec, mp4.audio()->codec);
+    EXPECT_EQ(info.audio()->sample_rate, mp4.audio()->sample_rate);
+    EXPECT_EQ(info.audio()->channels, mp4.audio()->channels);
+    EXPECT_NEAR(info.duration_s, mp4.duration_s, 0.1);
+  }
+  EXPECT_EQ(mp4.audio()->channels, 2);
+}
