@@ -248,6 +248,75 @@ std::optional<events::Error> delayed_link_failure(GstMessage *msg) {
   return e;
 }
 
+// decodebin3 (and uridecodebin3) names its pads after the streams it selected: video_0,
+// audio_0, text_0. A pipeline that links "dec.audio_0" waits for ever on an input without
+// audio: the pad never appears and, unlike a demuxer, decodebin3 does not signal
+// no-more-pads, so gst_parse does not warn either. Once it has posted the streams it selected,
+// a pad the launch line links beyond them ends the run with an error naming it.
+std::optional<events::Error> unselected_stream_failure(GstMessage *msg,
+                                                       const std::string &launch) {
+  const std::string name = source_name(msg);
+  if (name.empty())
+    return std::nullopt;
+  struct Kind {
+    const char *pad;
+    GstStreamType type;
+    const char *noun;
+    unsigned selected = 0;
+  };
+  Kind kinds[] = {{"video_", GST_STREAM_TYPE_VIDEO, "video"},
+                  {"audio_", GST_STREAM_TYPE_AUDIO, "audio"},
+                  {"text_", GST_STREAM_TYPE_TEXT, "subtitle"}};
+  const guint n = gst_message_streams_selected_get_size(msg);
+  for (guint i = 0; i < n; ++i) {
+    GstStream *stream = gst_message_streams_selected_get_stream(msg, i);
+    if (!stream)
+      continue;
+    const GstStreamType type = gst_stream_get_stream_type(stream);
+    gst_object_unref(stream);
+    for (Kind &k : kinds)
+      if (type & k.type)
+        ++k.selected;
+  }
+  // The launch line's tokens, split at whitespace and links: "dec.audio_0 ! queue".
+  std::size_t pos = 0;
+  while (pos < launch.size()) {
+    const std::size_t start = launch.find_first_not_of(" \t\r\n!", pos);
+    if (start == std::string::npos)
+      break;
+    std::size_t end = launch.find_first_of(" \t\r\n!", start);
+    if (end == std::string::npos)
+      end = launch.size();
+    pos = end;
+    const std::string token = launch.substr(start, end - start);
+    if (token.size() <= name.size() + 1 || token.compare(0, name.size(), name) != 0 ||
+        token[name.size()] != '.')
+      continue;
+    const std::string pad = token.substr(name.size() + 1);
+    for (const Kind &k : kinds) {
+      const std::size_t prefix = std::char_traits<char>::length(k.pad);
+      if (pad.compare(0, prefix, k.pad) != 0 || pad.size() == prefix ||
+          pad.find_first_not_of("0123456789", prefix) != std::string::npos)
+        continue;
+      const unsigned long index = std::stoul(pad.substr(prefix));
+      if (index < k.selected)
+        continue;
+      events::Error e;
+      e.source = name;
+      e.domain = "stream";
+      e.code = GST_STREAM_ERROR_DEMUX;
+      e.message = "The input has no " + std::string(k.noun) + " stream for the link from " +
+                  token + ": " + name + " selected " + std::to_string(k.selected) + " " +
+                  k.noun + " stream" + (k.selected == 1 ? "" : "s") +
+                  ", so that branch would wait for ever. Leave the branch out for this input "
+                  "(e.g. a pipeline parameter such as audio=false).";
+      e.kind = ErrorKind::Config;
+      return e;
+    }
+  }
+  return std::nullopt;
+}
+
 events::State to_state(GstState s) {
   switch (s) {
   case GST_STATE_READY: return events::State::Ready;
@@ -591,6 +660,15 @@ struct PipelineShared {
         break;
       case GST_MESSAGE_WARNING:
         if (auto e = delayed_link_failure(msg)) {
+          GST_DEBUG("%s", e->message.c_str());
+          finish(Outcome::Ending::Error, std::move(*e));
+          return;
+        }
+        if (auto event = to_event(msg, pipeline))
+          deliver(*event);
+        break;
+      case GST_MESSAGE_STREAMS_SELECTED:
+        if (auto e = unselected_stream_failure(msg, launch)) {
           GST_DEBUG("%s", e->message.c_str());
           finish(Outcome::Ending::Error, std::move(*e));
           return;

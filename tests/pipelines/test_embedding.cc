@@ -241,6 +241,36 @@ TEST_F(Embedding, ALinkThatFailsWhenItsPadAppearsEndsTheRunInsteadOfHanging) {
   EXPECT_EQ(p->wait(0ms)->ending, Outcome::Ending::Error);
 }
 
+TEST_F(Embedding, ABranchForAStreamDecodebin3DidNotSelectEndsTheRunInsteadOfHanging) {
+  // decodebin3 never adds audio_0 for a clip without audio, and never signals no-more-pads:
+  // the audio branch's sink would wait for ever for preroll.
+  if (!gst_is_initialized())
+    gst_init(nullptr, nullptr);
+  const fs::path clip = dir_ / "silent.mp4";
+  ASSERT_EQ(make_clip(clip, 24, false), "");
+  auto p = Pipeline::from_launch("filesrc location=" + clip.string() +
+                                 " ! decodebin3 name=dec  dec.video_0 ! queue ! fakesink"
+                                 "  dec.audio_0 ! queue ! fakesink");
+  p->start();
+  const auto events = drain(*p, 20s);
+  ASSERT_TRUE(p->finished()) << "the run did not end";
+  const auto *e = std::get_if<events::Error>(&events.back());
+  ASSERT_NE(e, nullptr) << index_names(events);
+  EXPECT_EQ(e->source, "dec");
+  EXPECT_EQ(e->kind, ErrorKind::Config);
+  EXPECT_NE(e->message.find("no audio stream for the link from dec.audio_0"), std::string::npos)
+      << e->message;
+  EXPECT_EQ(p->wait(0ms)->ending, Outcome::Ending::Error);
+
+  // The same clip through a pipeline that links only the streams it has plays to the end.
+  auto ok = Pipeline::from_launch("filesrc location=" + clip.string() +
+                                  " ! decodebin3 name=dec  dec.video_0 ! queue ! fakesink");
+  ok->start();
+  drain(*ok, 20s);
+  ASSERT_TRUE(ok->finished());
+  EXPECT_EQ(ok->wait(0ms)->ending, Outcome::Ending::Eos);
+}
+
 TEST_F(Embedding, StartThrowsTheErrorThatPreventsPlaying) {
   auto p =
       Pipeline::from_launch("filesrc name=input location=" + (dir_ / "missing.mp4").string() +
