@@ -9,6 +9,7 @@
 #include <dlfcn.h>
 
 #include <atomic>
+#include <charconv>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -298,8 +299,10 @@ std::optional<events::Error> unselected_stream_failure(GstMessage *msg,
       if (pad.compare(0, prefix, k.pad) != 0 || pad.size() == prefix ||
           pad.find_first_not_of("0123456789", prefix) != std::string::npos)
         continue;
-      const unsigned long index = std::stoul(pad.substr(prefix));
-      if (index < k.selected)
+      unsigned long index = 0;
+      const char *digits = pad.data() + prefix;
+      if (std::from_chars(digits, pad.data() + pad.size(), index).ec != std::errc() ||
+          index < k.selected)
         continue;
       events::Error e;
       e.source = name;
