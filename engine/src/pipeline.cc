@@ -320,6 +320,15 @@ std::optional<events::Error> unselected_stream_failure(GstMessage *msg,
   return std::nullopt;
 }
 
+// A message showing that a branch of the graph can never receive data.
+std::optional<events::Error> unfinishable_graph(GstMessage *msg, const std::string &launch) {
+  switch (GST_MESSAGE_TYPE(msg)) {
+  case GST_MESSAGE_WARNING: return delayed_link_failure(msg);
+  case GST_MESSAGE_STREAMS_SELECTED: return unselected_stream_failure(msg, launch);
+  default: return std::nullopt;
+  }
+}
+
 events::State to_state(GstState s) {
   switch (s) {
   case GST_STATE_READY: return events::State::Ready;
@@ -661,24 +670,6 @@ struct PipelineShared {
           return;
         }
         break;
-      case GST_MESSAGE_WARNING:
-        if (auto e = delayed_link_failure(msg)) {
-          GST_DEBUG("%s", e->message.c_str());
-          finish(Outcome::Ending::Error, std::move(*e));
-          return;
-        }
-        if (auto event = to_event(msg, pipeline))
-          deliver(*event);
-        break;
-      case GST_MESSAGE_STREAMS_SELECTED:
-        if (auto e = unselected_stream_failure(msg, launch)) {
-          GST_DEBUG("%s", e->message.c_str());
-          finish(Outcome::Ending::Error, std::move(*e));
-          return;
-        }
-        if (auto event = to_event(msg, pipeline))
-          deliver(*event);
-        break;
       case GST_MESSAGE_ERROR: {
         events::Error e = parse_error(msg);
         GST_DEBUG("error from %s: %s", e.source.c_str(), e.message.c_str());
@@ -686,6 +677,11 @@ struct PipelineShared {
         return;
       }
       default:
+        if (auto e = unfinishable_graph(msg, launch)) {
+          GST_DEBUG("%s", e->message.c_str());
+          finish(Outcome::Ending::Error, std::move(*e));
+          return;
+        }
         if (auto event = to_event(msg, pipeline))
           deliver(*event);
         break;
