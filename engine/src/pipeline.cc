@@ -254,8 +254,7 @@ std::optional<events::Error> delayed_link_failure(GstMessage *msg) {
 // audio: the pad never appears and, unlike a demuxer, decodebin3 does not signal
 // no-more-pads, so gst_parse does not warn either. Once it has posted the streams it selected,
 // a pad the launch line links beyond them ends the run with an error naming it.
-std::optional<events::Error> unselected_stream_failure(GstMessage *msg,
-                                                       const std::string &launch) {
+std::optional<events::Error> unselected_stream_failure(GstMessage *msg, const std::string &launch) {
   const std::string name = source_name(msg);
   if (name.empty())
     return std::nullopt;
@@ -308,9 +307,9 @@ std::optional<events::Error> unselected_stream_failure(GstMessage *msg,
       e.source = name;
       e.domain = "stream";
       e.code = GST_STREAM_ERROR_DEMUX;
-      e.message = "The input has no " + std::string(k.noun) + " stream for the link from " +
-                  token + ": " + name + " selected " + std::to_string(k.selected) + " " +
-                  k.noun + " stream" + (k.selected == 1 ? "" : "s") +
+      e.message = "The input has no " + std::string(k.noun) + " stream for the link from " + token +
+                  ": " + name + " selected " + std::to_string(k.selected) + " " + k.noun +
+                  " stream" + (k.selected == 1 ? "" : "s") +
                   ", so that branch would wait for ever. Leave the branch out for this input "
                   "(e.g. a pipeline parameter such as audio=false).";
       e.kind = ErrorKind::Config;
