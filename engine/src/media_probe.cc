@@ -210,10 +210,14 @@ MediaInfo probe_media(const std::filesystem::path &path, const ProbeLimits &limi
   const MediaStreamInfo *video = info.video();
   if (video && video->packets == 0)
     throw invalid(path, "the video stream has no frames");
-  if (video && info.duration_s > 0 && video->duration_s < info.duration_s * 0.9 - 0.5) {
+  // A file cut short loses the end of every stream; a video shorter than its audio is whole.
+  double streams_end = 0;
+  for (const MediaStreamInfo &s : info.streams)
+    streams_end = std::max(streams_end, s.duration_s);
+  if (video && info.duration_s > 0 && streams_end < info.duration_s * 0.9 - 0.5) {
     char buf[160];
-    std::snprintf(buf, sizeof buf, "truncated: the video ends at %.1f s of the declared %.1f s",
-                  video->duration_s, info.duration_s);
+    std::snprintf(buf, sizeof buf, "truncated: the streams end at %.1f s of the declared %.1f s",
+                  streams_end, info.duration_s);
     throw invalid(path, buf);
   }
   if (info.duration_s <= 0 && video)

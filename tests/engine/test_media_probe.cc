@@ -144,3 +144,18 @@ TEST_F(ProbeTest, HeaderAndDecodedStreamInformationAgree) {
   }
   EXPECT_EQ(mp4.audio()->channels, 2);
 }
+
+// Audio that goes on after the video is a whole file, not a truncated one; a cut file loses
+// the end of every stream.
+TEST_F(ProbeTest, AudioLongerThanTheVideoIsNotTruncation) {
+  const fs::path longer = dir_ / "longer.mp4";
+  ASSERT_EQ(std::system(("ffmpeg -loglevel error -y -f lavfi -i testsrc2=s=160x90:r=24:d=2 "
+                         "-f lavfi -i sine=r=48000:d=3.5 -c:v libx264 -c:a aac " +
+                         longer.string()).c_str()),
+            0);
+  const auto info = probe_media(longer);
+  ASSERT_NE(info.video(), nullptr);
+  EXPECT_NEAR(info.video()->duration_s, 2.0, 0.05);
+  EXPECT_NEAR(info.audio()->duration_s, 3.5, 0.05);
+  EXPECT_NEAR(info.duration_s, 3.5, 0.05);
+}
