@@ -4,6 +4,7 @@
 #include "gemstream/error.h"
 #include "gemstream/pipeline.h"
 #include "gemstream/pipeline_file.h"
+#include "mp4_edit.h"
 
 #include <sched.h>
 
@@ -326,9 +327,13 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
        std::to_string(std::clamp(request.threads ? request.threads : default_vp9_threads(), 1u,
                                  kMaxThreads))},
   };
+  fs::path mp4_temporary;
   for (LoopFormat f : request.formats) {
     formats += (formats.empty() ? "" : ",") + std::string(to_string(f));
-    values[info_of(f).parameter] = outputs.add(f).string();
+    const fs::path temporary = outputs.add(f);
+    values[info_of(f).parameter] = temporary.string();
+    if (f == LoopFormat::Mp4)
+      mp4_temporary = temporary;
   }
   values["formats"] = formats;
   if (request.h264_crf)
@@ -365,6 +370,13 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
   }
   if (cancel.cancelled())
     throw_cancelled(request.input);
+  if (!mp4_temporary.empty() && result.audio) {
+    // avenc_aac starts with its encoder delay; mp4mux does not skip it in the edit list, so
+    // every pass of a looping player would start with that much silence.
+    const MediaStreamInfo &audio = *result.input.audio();
+    mp4::skip_audio_priming(mp4_temporary,
+                            mp4::aac_encoder_delay(audio.sample_rate, audio.channels));
+  }
   result.files = outputs.commit();
   progress.report(100);
   return result;
