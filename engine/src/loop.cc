@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <future>
 #include <random>
 #include <thread>
 #include <utility>
@@ -353,6 +354,13 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
     throw Error(ErrorKind::Io, "cannot create the output directory " + request.out_dir.string() +
                                    (ec ? ": " + ec.message() : ""));
 
+  // Asked while the pipeline runs: opening libavcodec's AAC encoder takes about 2 ms.
+  std::future<std::uint32_t> aac_delay;
+  if (!mp4_temporary.empty() && result.audio)
+    aac_delay = std::async(std::launch::async, [audio = *result.input.audio()] {
+      return mp4::aac_encoder_delay(audio.sample_rate, audio.channels);
+    });
+
   ProgressReporter progress(progress_fn);
   progress.report(0);
   RunEnd end = run_pipeline(file, values, request.input, cancel, progress);
@@ -370,13 +378,10 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
   }
   if (cancel.cancelled())
     throw_cancelled(request.input);
-  if (!mp4_temporary.empty() && result.audio) {
-    // avenc_aac starts with its encoder delay; mp4mux does not skip it in the edit list, so
-    // every pass of a looping player would start with that much silence.
-    const MediaStreamInfo &audio = *result.input.audio();
-    mp4::skip_audio_priming(mp4_temporary,
-                            mp4::aac_encoder_delay(audio.sample_rate, audio.channels));
-  }
+  // avenc_aac starts with its encoder delay; mp4mux does not skip it in the edit list, so
+  // every pass of a looping player would start with that much silence.
+  if (aac_delay.valid())
+    mp4::skip_audio_priming(mp4_temporary, aac_delay.get());
   result.files = outputs.commit();
   progress.report(100);
   return result;

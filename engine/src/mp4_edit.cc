@@ -143,6 +143,8 @@ std::uint32_t aac_encoder_delay(int sample_rate, int channels) {
   av_channel_layout_default(&ctx->ch_layout, channels);
   ctx->sample_fmt = AV_SAMPLE_FMT_FLTP;
   ctx->bit_rate = 128000;
+  // Closed without encoding anything, it logs "Qavg: nan" at the info level: two levels down.
+  ctx->log_level_offset = AV_LOG_DEBUG - AV_LOG_INFO;
   std::uint32_t delay = 0;
   if (avcodec_open2(ctx, codec, nullptr) == 0 && ctx->initial_padding > 0)
     delay = static_cast<std::uint32_t>(ctx->initial_padding);
