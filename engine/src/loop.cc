@@ -248,6 +248,15 @@ RunEnd run_pipeline(const PipelineFile &file, const std::map<std::string, std::s
   return RunEnd::Done;
 }
 
+// The height the pipeline scales to: the one asked for, or for an input of odd width or height
+// (4:2:0 video needs even ones) the even height below its own, the width following; 0 keeps
+// the input size.
+int output_height(int requested, const MediaStreamInfo &video) {
+  if (requested > 0 || (video.width % 2 == 0 && video.height % 2 == 0))
+    return requested;
+  return std::max(2, video.height - video.height % 2);
+}
+
 } // namespace
 
 const char *to_string(LoopFormat format) noexcept {
@@ -287,9 +296,10 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
     throw Error(ErrorKind::InvalidArgument,
                 "the crossfade must be between 40 ms and 60 s, not " +
                     seconds_text(std::chrono::duration<double>(request.crossfade).count()));
-  if (request.height < 0 || request.height > kMaxHeight)
+  if (request.height < 0 || request.height > kMaxHeight || request.height % 2 != 0)
     throw Error(ErrorKind::InvalidArgument,
-                "the output height must be 0 (the input's) to 4320 pixels, not " +
+                "the output height must be 0 (the input's) or an even number of pixels up to "
+                "4320 (H.264 and VP9 halve the colour resolution), not " +
                     std::to_string(request.height));
   if (cancel.cancelled())
     throw_cancelled(request.input);
@@ -323,7 +333,7 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
       {"decode", result.decode},
       {"audio", result.audio ? "true" : "false"},
       {"crossfade", std::to_string(request.crossfade.count()) + "ns"},
-      {"height", std::to_string(request.height)},
+      {"height", std::to_string(output_height(request.height, video))},
       {"vp9-threads",
        std::to_string(std::clamp(request.threads ? request.threads : default_vp9_threads(), 1u,
                                  kMaxThreads))},

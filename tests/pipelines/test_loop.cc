@@ -213,6 +213,50 @@ TEST_F(MakeLoop, PosterShowsTheLoopsFirstFrameInTheColoursOfTheVideo) {
   EXPECT_LT(rgb_mad(poster, video), 3.0);
 }
 
+// H.264 and VP9 in 4:2:0 need even sizes: an odd input, or a height whose width follows the
+// aspect ratio to an odd number (240 for 16:9: 426.7), is scaled to even ones; x264 failed
+// with "Can not initialize x264 encoder" before. The poster has square pixels, like the video
+// as a player shows it, and is a YCbCr 4:2:0 JPEG.
+TEST_F(MakeLoop, OddSizesBecomeEvenAndThePosterHasSquarePixels) {
+  auto stream = [](const fs::path &file, const std::string &entries) {
+    const auto r = gemstream::testing::run_command(
+        "ffprobe -v error -select_streams v -show_entries stream=" + entries +
+        " -of csv=p=0 " + file.string());
+    EXPECT_EQ(r.code, 0) << file;
+    return r.out.substr(0, r.out.find('\n'));
+  };
+  const fs::path odd = dir_ / "odd.mp4", wide = dir_ / "wide.mp4", sar = dir_ / "sar.mp4";
+  const std::string src = "ffmpeg -loglevel error -y -f lavfi -i testsrc2=r=24:d=2:s=";
+  ASSERT_EQ(std::system((src + "321x181 -c:v libx264 -preset ultrafast " + odd.string()).c_str()),
+            0);
+  ASSERT_EQ(std::system((src + "640x360 -c:v libx264 -preset ultrafast " + wide.string()).c_str()),
+            0);
+  ASSERT_EQ(std::system((src + "240x180 -vf setsar=4/3 -c:v libx264 -preset ultrafast " +
+                         sar.string())
+                            .c_str()),
+            0);
+
+  LoopRequest req = request(odd, "odd");
+  make_loop(req);
+  EXPECT_EQ(stream(req.out_dir / "loop.mp4", "width,height"), "320,180");
+  EXPECT_EQ(stream(req.out_dir / "loop.webm", "width,height"), "320,180");
+
+  req = request(wide, "wide");
+  req.height = 240;
+  make_loop(req);
+  EXPECT_EQ(stream(req.out_dir / "loop.mp4", "width,height"), "426,240");
+  EXPECT_EQ(stream(req.out_dir / "poster.jpg", "width,height"), "426,240");
+
+  req.height = 181;
+  EXPECT_NE(loop_error(req, ErrorKind::InvalidArgument).find("even"), std::string::npos);
+
+  // 240x180 pixels 4/3 wide show as 320x180.
+  req = request(sar, "sar");
+  make_loop(req);
+  EXPECT_EQ(stream(req.out_dir / "loop.mp4", "width,height,sample_aspect_ratio"), "240,180,4:3");
+  EXPECT_EQ(stream(req.out_dir / "poster.jpg", "width,height,pix_fmt"), "320,180,yuvj420p");
+}
+
 TEST_F(MakeLoop, CancellingMidRunLeavesNoPartialFileAndKeepsEarlierOutputs) {
   const LoopRequest req = request(clip());
   fs::create_directories(req.out_dir);
