@@ -257,6 +257,39 @@ TEST_F(MakeLoop, OddSizesBecomeEvenAndThePosterHasSquarePixels) {
   EXPECT_EQ(stream(req.out_dir / "poster.jpg", "width,height,pix_fmt"), "320,180,yuvj420p");
 }
 
+// A phone clip stored sideways with a rotation in its header (display matrix) is looped upright:
+// the outputs carry no rotation, so it is turned before encoding, as ffmpeg shows it.
+TEST_F(MakeLoop, ARotatedClipIsLoopedUpright) {
+  const fs::path flat = dir_ / "flat.mp4", rotated = dir_ / "rotated.mp4";
+  ASSERT_EQ(std::system(("ffmpeg -loglevel error -y -f lavfi -i testsrc2=r=24:d=2:s=320x180 "
+                         "-c:v libx264 -preset ultrafast " +
+                         flat.string() + " && ffmpeg -loglevel error -y -i " + flat.string() +
+                         " -c copy -metadata:s:v rotate=90 " + rotated.string())
+                            .c_str()),
+            0);
+  LoopRequest req = request(rotated, "rotated");
+  req.formats = {LoopFormat::Mp4, LoopFormat::Poster};
+  make_loop(req);
+  const auto size = gemstream::testing::run_command(
+      "ffprobe -v error -select_streams v -show_entries stream=width,height -of csv=p=0 " +
+      (req.out_dir / "loop.mp4").string());
+  EXPECT_EQ(size.out, "180,320\n");
+  EXPECT_EQ(first_frame_rgb((req.out_dir / "poster.jpg").string()).width, 180);
+
+  // The loop starts at input frame 12 (0.5 s): compare with ffmpeg's upright decode of it.
+  const auto want = gemstream::testing::run_command(
+      "ffmpeg -v error -ss 0.5 -i " + rotated.string() + " -frames:v 1 -f rawvideo -pix_fmt gray -");
+  const auto got = gemstream::testing::run_command("ffmpeg -v error -i " +
+                                                   (req.out_dir / "loop.mp4").string() +
+                                                   " -frames:v 1 -f rawvideo -pix_fmt gray -");
+  ASSERT_EQ(want.out.size(), 180u * 320u);
+  ASSERT_EQ(got.out.size(), want.out.size());
+  double diff = 0;
+  for (std::size_t i = 0; i < got.out.size(); ++i)
+    diff += std::abs(int(std::uint8_t(got.out[i])) - int(std::uint8_t(want.out[i])));
+  EXPECT_LT(diff / double(got.out.size()), 3.0);
+}
+
 TEST_F(MakeLoop, CancellingMidRunLeavesNoPartialFileAndKeepsEarlierOutputs) {
   const LoopRequest req = request(clip());
   fs::create_directories(req.out_dir);
