@@ -132,6 +132,9 @@ public:
   const guint8 *data() const { return data_.data() + front_; }
   void append(const guint8 *p, std::size_t n) { data_.insert(data_.end(), p, p + n); }
   void append_zeros(std::size_t n) { data_.resize(data_.size() + n, 0); }
+  void prepend_zeros(std::size_t n) {
+    data_.insert(data_.begin() + static_cast<std::ptrdiff_t>(front_), n, 0);
+  }
   void consume(std::size_t n) {
     front_ += std::min(n, size());
     if (front_ >= 64 * 1024 && front_ * 2 >= data_.size()) {
@@ -169,6 +172,7 @@ struct VideoState {
   guint64 pushed = 0;
   bool need_segment = true;
   bool eos = false;
+  GstSegment segment; // upstream's, for the frames' running times
   // Whether downstream reads GstVideoMeta, asked before the first output frame (and again after
   // a RECONFIGURE); without it, frames in a non-default layout are copied on the way out.
   bool downstream_checked = false;
@@ -178,6 +182,8 @@ struct VideoState {
   // G_MAXUINT64: unknown) and the last percentage posted (-2: no message posted yet).
   guint64 progress_total = 0;
   int progress_percent = -2;
+
+  VideoState() { gst_segment_init(&segment, GST_FORMAT_TIME); }
 
   // The tail is blended into the head as it arrives.
   bool progressive() const { return frames > 0; }
@@ -190,6 +196,7 @@ struct VideoState {
     pushed = 0;
     need_segment = true;
     eos = false;
+    gst_segment_init(&segment, GST_FORMAT_TIME);
     downstream_checked = false;
     progress_total = 0;
     progress_percent = -2;
@@ -212,6 +219,10 @@ struct VideoProgress {
   guint64 received = 0; // frames so far; the clip length once eos is set
   bool eos = false;
   bool flushing = false;
+  // Running times of the first and the newest frame: the audio is placed against the first.
+  GstClockTime start_rt = GST_CLOCK_TIME_NONE;
+  GstClockTime latest_rt = GST_CLOCK_TIME_NONE;
+  bool untimed = false; // the first frame had no timestamp: the audio is taken as it comes
 
   // The clip length in frames is known: from `frames` (the audio may then run as far ahead of
   // the video as its own input allows, which the video no longer lags behind) or at EOS.
@@ -230,6 +241,11 @@ struct AudioState {
   guint64 body_base = 0;
   guint64 received = 0; // input samples stored (head included)
   bool eos = false;     // upstream EOS seen
+  // Input sample 0 is at running time `origin`: the first audio buffer's until the first video
+  // frame's is known, then that one (aligned), silence before late audio, early audio dropped.
+  GstSegment segment;
+  GstClockTime origin = GST_CLOCK_TIME_NONE;
+  bool aligned = false;
   guint64 out_pos = 0;  // output samples produced
   bool need_segment = true;
   bool eos_pushed = false;
@@ -238,6 +254,11 @@ struct AudioState {
   GstFlowReturn last_flow = GST_FLOW_OK;
   guint32 seqnum = GST_SEQNUM_INVALID;
 
+  AudioState() { gst_segment_init(&segment, GST_FORMAT_TIME); }
+
+  // The audio's input samples are placed in time, against the video's first frame.
+  bool placed() const { return aligned || (eos && !GST_CLOCK_TIME_IS_VALID(origin)); }
+
   void reset_stream() {
     head.clear();
     head_ready = false;
@@ -245,6 +266,9 @@ struct AudioState {
     body_base = 0;
     received = 0;
     eos = false;
+    gst_segment_init(&segment, GST_FORMAT_TIME);
+    origin = GST_CLOCK_TIME_NONE;
+    aligned = false;
     out_pos = 0;
     need_segment = true;
     eos_pushed = false;
@@ -548,6 +572,9 @@ GstFlowReturn video_push(GemVideoLoop *self, BufferRef frame, bool keep_last = f
   return gst_pad_push(impl->video_src, out);
 }
 
+void audio_align(GemVideoLoopImpl *impl);
+void audio_fill_behind_video(GemVideoLoopImpl *impl);
+
 GstFlowReturn video_take_frame(GemVideoLoop *self, BufferRef frame) {
   GemVideoLoopImpl *impl = self->impl;
   VideoState &v = impl->video;
@@ -556,6 +583,10 @@ GstFlowReturn video_take_frame(GemVideoLoop *self, BufferRef frame) {
                       (nullptr));
     return GST_FLOW_NOT_NEGOTIATED;
   }
+  const GstClockTime rt =
+      GST_BUFFER_PTS_IS_VALID(frame.get())
+          ? gst_segment_to_running_time(&v.segment, GST_FORMAT_TIME, GST_BUFFER_PTS(frame.get()))
+          : GST_CLOCK_TIME_NONE;
   if (v.eos)
     return GST_FLOW_EOS;
   {
@@ -610,6 +641,17 @@ GstFlowReturn video_take_frame(GemVideoLoop *self, BufferRef frame) {
   {
     std::lock_guard<std::mutex> guard(impl->lock);
     impl->progress.received = v.received;
+    if (GST_CLOCK_TIME_IS_VALID(rt) && !impl->progress.untimed) {
+      if (!GST_CLOCK_TIME_IS_VALID(impl->progress.start_rt)) {
+        impl->progress.start_rt = rt;
+        audio_align(impl);
+      }
+      impl->progress.latest_rt = rt;
+      audio_fill_behind_video(impl);
+    } else if (!GST_CLOCK_TIME_IS_VALID(impl->progress.start_rt) && !impl->progress.untimed) {
+      impl->progress.untimed = true;
+      audio_align(impl);
+    }
     impl->cond.notify_all();
   }
   update_progress(self);
@@ -827,7 +869,7 @@ bool next_audio_work(GemVideoLoopImpl *impl, AudioWork &w) {
     a.eos_pushed = true;
     return true;
   }
-  if (!p.configured || p.flushing)
+  if (!p.configured || p.flushing || !a.placed())
     return false;
 
   const Timeline &t = p.timeline;
@@ -1031,6 +1073,24 @@ guint64 audio_needed(const GemVideoLoopImpl *impl) {
          p.timeline.samples(p.timeline.k, rate);
 }
 
+// Signed samples from running time `from` to `to`.
+gint64 samples_between(GstClockTime from, GstClockTime to, gint rate) {
+  const GstClockTime d = to > from ? to - from : from - to;
+  const auto n = static_cast<gint64>(gst_util_uint64_scale_round(d, rate, GST_SECOND));
+  return to >= from ? n : -n;
+}
+
+// Audio input differing from its timestamps by less than this is taken as contiguous: AAC and
+// Opus frames carry rounded timestamps, and silence put in for a few samples would click.
+constexpr GstClockTime kAudioSlack = 10 * GST_MSECOND;
+
+// How far the video input may run ahead of the audio input before the audio missing in between
+// is taken as silence. A demuxer interleaves its streams by time, so audio this late is audio
+// that ended early or has a hole (Matroska sends no GAP for it): the muxers downstream wait for
+// audio as far as the video they hold, and the branches' queues (1 s before libvpx) would
+// fill and stop the whole pipeline.
+constexpr GstClockTime kAudioLagLimit = 500 * GST_MSECOND;
+
 // Appends input (or, with data == nullptr, silence) to the audio store, up to what the loop
 // needs once the clip length is known. Needs the lock.
 void audio_store(GemVideoLoopImpl *impl, const guint8 *data, guint64 samples) {
@@ -1044,6 +1104,49 @@ void audio_store(GemVideoLoopImpl *impl, const guint8 *data, guint64 samples) {
     a.body.append_zeros(bytes);
   a.received += samples;
   impl->cond.notify_all();
+}
+
+// Once the first video frame's running time is known, moves input sample 0 to it: silence
+// before audio that starts later, the part of earlier audio before it dropped. Needs the lock.
+void audio_align(GemVideoLoopImpl *impl) {
+  AudioState &a = impl->audio;
+  const VideoProgress &p = impl->progress;
+  if (a.aligned || !a.caps || !GST_CLOCK_TIME_IS_VALID(a.origin))
+    return;
+  if (p.untimed) {
+    a.aligned = true;
+    impl->cond.notify_all();
+    return;
+  }
+  if (!GST_CLOCK_TIME_IS_VALID(p.start_rt))
+    return;
+  const gsize bpf = GST_AUDIO_INFO_BPF(&a.info);
+  const gint64 lead = samples_between(p.start_rt, a.origin, GST_AUDIO_INFO_RATE(&a.info));
+  if (lead > 0) {
+    a.body.prepend_zeros(static_cast<std::size_t>(lead) * bpf);
+    a.received += static_cast<guint64>(lead);
+  } else if (lead < 0) {
+    const guint64 drop = std::min<guint64>(static_cast<guint64>(-lead), a.received);
+    a.body.consume(drop * bpf);
+    a.received -= drop;
+  }
+  a.origin = p.start_rt;
+  a.aligned = true;
+  impl->cond.notify_all();
+}
+
+// Fills the audio input with silence up to kAudioLagLimit behind the newest video frame, when
+// the audio has fallen that far behind (see kAudioLagLimit). Needs the lock.
+void audio_fill_behind_video(GemVideoLoopImpl *impl) {
+  AudioState &a = impl->audio;
+  const VideoProgress &p = impl->progress;
+  if (!a.aligned || a.eos || !GST_CLOCK_TIME_IS_VALID(p.latest_rt) ||
+      p.latest_rt < p.start_rt + kAudioLagLimit)
+    return;
+  const gint64 until =
+      samples_between(p.start_rt, p.latest_rt - kAudioLagLimit, GST_AUDIO_INFO_RATE(&a.info));
+  if (until > static_cast<gint64>(a.received))
+    audio_store(impl, nullptr, static_cast<guint64>(until) - a.received);
 }
 
 GstFlowReturn audio_take_buffer(GemVideoLoop *self, GstBuffer *buffer) {
@@ -1075,7 +1178,40 @@ GstFlowReturn audio_take_buffer(GemVideoLoop *self, GstBuffer *buffer) {
   if (map.size % bpf != 0)
     GST_WARNING_OBJECT(self, "audio buffer of %" G_GSIZE_FORMAT " bytes is not whole frames",
                        map.size);
-  audio_store(impl, map.data, map.size / bpf);
+  const guint8 *data = map.data;
+  guint64 samples = map.size / bpf;
+  // Place the buffer by its running time: silence for a hole before it, its start dropped
+  // where it overlaps what is stored (audio from before the video's start, or audio that came
+  // later than kAudioLagLimit behind the video).
+  const GstClockTime rt =
+      GST_BUFFER_PTS_IS_VALID(buffer)
+          ? gst_segment_to_running_time(&a.segment, GST_FORMAT_TIME, GST_BUFFER_PTS(buffer))
+          : GST_CLOCK_TIME_NONE;
+  if (!GST_CLOCK_TIME_IS_VALID(a.origin)) {
+    const VideoProgress &p = impl->progress;
+    a.origin = GST_CLOCK_TIME_IS_VALID(rt)           ? rt
+               : GST_CLOCK_TIME_IS_VALID(p.start_rt) ? p.start_rt
+                                                     : 0;
+    audio_align(impl);
+  }
+  if (GST_CLOCK_TIME_IS_VALID(rt)) {
+    const gint rate = GST_AUDIO_INFO_RATE(&a.info);
+    const gint64 at = samples_between(a.origin, rt, rate);
+    const gint64 slack = samples_between(0, kAudioSlack, rate);
+    const auto stored = static_cast<gint64>(a.received);
+    if (at > stored + slack) {
+      GST_DEBUG_OBJECT(self, "audio resumes at %" GST_TIME_FORMAT ": %" G_GINT64_FORMAT
+                       " samples of silence before it", GST_TIME_ARGS(rt), at - stored);
+      audio_store(impl, nullptr, static_cast<guint64>(at - stored));
+    } else if (at < stored - slack) {
+      const guint64 drop = std::min<guint64>(static_cast<guint64>(stored - at), samples);
+      GST_LOG_OBJECT(self, "dropping %" G_GUINT64_FORMAT " audio samples before %" G_GUINT64_FORMAT,
+                     drop, a.received);
+      data += drop * bpf;
+      samples -= drop;
+    }
+  }
+  audio_store(impl, data, samples);
   gst_buffer_unmap(buffer, &map);
   return GST_FLOW_OK;
 }
@@ -1136,11 +1272,17 @@ gboolean video_sink_event(GstPad *pad, GstObject *parent, GstEvent *event) {
       }
       return gst_pad_push_event(impl->video_src, event);
     }
-    case GST_EVENT_SEGMENT:
-      // Replaced by a segment from 0 before the first output frame.
+    case GST_EVENT_SEGMENT: {
+      // Replaced by a segment from 0 before the first output frame; kept for the frames'
+      // running times, which place the audio.
+      const GstSegment *segment;
+      gst_event_parse_segment(event, &segment);
       impl->video.seqnum = gst_event_get_seqnum(event);
+      if (segment->format == GST_FORMAT_TIME)
+        gst_segment_copy_into(segment, &impl->video.segment);
       gst_event_unref(event);
       return TRUE;
+    }
     case GST_EVENT_GAP:
       return video_gap(self, event);
     case GST_EVENT_EOS:
@@ -1156,6 +1298,9 @@ gboolean video_sink_event(GstPad *pad, GstObject *parent, GstEvent *event) {
       std::lock_guard<std::mutex> guard(impl->lock);
       impl->progress.received = 0;
       impl->progress.eos = false;
+      impl->progress.start_rt = GST_CLOCK_TIME_NONE;
+      impl->progress.latest_rt = GST_CLOCK_TIME_NONE;
+      impl->progress.untimed = false;
       impl->progress.flushing = false;
       impl->fatal = false;
       impl->cond.notify_all();
@@ -1184,8 +1329,12 @@ gboolean audio_sink_event(GstPad *pad, GstObject *parent, GstEvent *event) {
       break;
     }
     case GST_EVENT_SEGMENT: {
+      const GstSegment *segment;
+      gst_event_parse_segment(event, &segment);
       std::lock_guard<std::mutex> guard(impl->lock);
       impl->audio.seqnum = gst_event_get_seqnum(event);
+      if (segment->format == GST_FORMAT_TIME)
+        gst_segment_copy_into(segment, &impl->audio.segment);
       gst_event_unref(event);
       return TRUE;
     }

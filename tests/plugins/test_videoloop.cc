@@ -1112,9 +1112,11 @@ void expect_audio_past_the_loop_is_refused_with_eos(bool frame_count_known) {
   std::vector<float> in(needed + overhang);
   for (guint64 s = 0; s < in.size(); ++s)
     in[s] = static_cast<float>(s % 100) / 100;
-  // The loop's audio can end once the clip length is known: from `frames` at once, otherwise
-  // at the video's EOS.
-  if (!frame_count_known) {
+  // The loop's audio can end once the clip length is known: from `frames` as soon as the first
+  // video frame has placed the audio in time, otherwise at the video's EOS.
+  if (frame_count_known) {
+    push_gradient_clip(av.video, 1);
+  } else {
     push_gradient_clip(av.video, n);
     ASSERT_TRUE(gst_harness_push_event(av.video, gst_event_new_eos()));
   }
@@ -1134,7 +1136,7 @@ void expect_audio_past_the_loop_is_refused_with_eos(bool frame_count_known) {
   EXPECT_EQ(gst_harness_buffers_in_queue(av.audio), 0u) << "audio past the loop's end";
 
   if (frame_count_known) {
-    push_gradient_clip(av.video, n);
+    push_gradient_clip(av.video, n - 1, 1);
     ASSERT_TRUE(gst_harness_push_event(av.video, gst_event_new_eos()));
   }
   EXPECT_EQ(pull_all(av.video).data.size(), size_t(n - k));
@@ -1229,4 +1231,69 @@ TEST(VideoLoop, AudioAndVideoPipelineRunsToEos) {
   EXPECT_EQ(count.audio_end, count.video_end);
   gst_object_unref(vsink);
   gst_object_unref(asink);
+}
+
+// Audio is placed by its timestamps against the first video frame: a track that starts 1.5 s
+// into the clip (a late audio start, an edit list) keeps its place, with silence before it,
+// instead of being moved to the start of the clip.
+TEST(VideoLoop, AudioThatStartsLateKeepsItsPlaceAgainstTheVideo) {
+  constexpr int n = 96, k = 24, late = 36;
+  AvHarness av("audio/x-raw,format=F32LE,rate=8000,channels=1,layout=interleaved", n);
+  push_gradient_clip(av.video, 1);
+  std::vector<float> in(audio_samples(n), 0.5f);
+  ASSERT_EQ(gst_harness_push(av.audio, audio_buffer(in, audio_samples(late), in.size())),
+            GST_FLOW_OK);
+  ASSERT_TRUE(gst_harness_push_event(av.audio, gst_event_new_eos()));
+  push_gradient_clip(av.video, n - 1, 1);
+  ASSERT_TRUE(gst_harness_push_event(av.video, gst_event_new_eos()));
+
+  // Output sample s is input sample s + K: silent up to input frame 36, output frame 12.
+  const std::vector<float> out = pull_audio<float>(av.audio, audio_samples(n - k));
+  ASSERT_EQ(out.size(), audio_samples(n - k));
+  const guint64 edge = audio_samples(late - k);
+  EXPECT_EQ(out[0], 0.0f);
+  EXPECT_EQ(out[edge - 1], 0.0f);
+  EXPECT_EQ(out[edge], 0.5f);
+  EXPECT_EQ(out[audio_samples(n - 2 * k) - 1], 0.5f);
+  // The crossfade blends the tail (0.5) into the head, which is silent: it fades out.
+  EXPECT_LT(out.back(), 0.05f);
+}
+
+// Audio that ends before the video without an EOS yet (a Matroska track shorter than the
+// video: the demuxer sends EOS only at the end of the file) is taken as silence once the video
+// has run half a second past it, so the loop's audio goes on and the muxers downstream, which
+// wait for audio as far as the video they hold, do not stop the pipeline.
+TEST(VideoLoop, AudioThatStopsWithoutEosIsSilenceOnceTheVideoRunsAhead) {
+  constexpr int n = 96, k = 24;
+  AvHarness av("audio/x-raw,format=F32LE,rate=8000,channels=1,layout=interleaved", n);
+  std::vector<float> in(audio_samples(n), 0.5f);
+  push_gradient_clip(av.video, 1);
+  ASSERT_EQ(gst_harness_push(av.audio, audio_buffer(in, 0, audio_samples(k + 12))), GST_FLOW_OK);
+  push_gradient_clip(av.video, 72, 1); // input up to 3 s, no EOS on either pad
+
+  // Audio input 1.5 s, video at 3 s: the input up to 2.5 s is complete, the output (1 s
+  // behind) up to 1.5 s: the 0.5 s of audio, then silence.
+  const guint64 want = audio_samples(36);
+  std::vector<float> out;
+  while (out.size() < want) {
+    GstBuffer *buf = gst_harness_pull(av.audio);
+    ASSERT_NE(buf, nullptr) << "the loop's audio stopped after " << out.size() << " samples";
+    GstMapInfo map;
+    ASSERT_TRUE(gst_buffer_map(buf, &map, GST_MAP_READ));
+    const auto *f = reinterpret_cast<const float *>(map.data);
+    out.insert(out.end(), f, f + map.size / sizeof(float));
+    gst_buffer_unmap(buf, &map);
+    gst_buffer_unref(buf);
+  }
+  EXPECT_EQ(out[audio_samples(12) - 1], 0.5f);
+  EXPECT_EQ(out[audio_samples(12)], 0.0f);
+  EXPECT_EQ(out[want - 1], 0.0f);
+
+  // Audio arriving now for the time already filled is dropped; the loop still ends in order.
+  ASSERT_EQ(gst_harness_push(av.audio, audio_buffer(in, audio_samples(k + 12), in.size())),
+            GST_FLOW_OK);
+  ASSERT_TRUE(gst_harness_push_event(av.audio, gst_event_new_eos()));
+  push_gradient_clip(av.video, n - 73, 73);
+  ASSERT_TRUE(gst_harness_push_event(av.video, gst_event_new_eos()));
+  EXPECT_EQ(pull_all(av.video).data.size(), size_t(n - k));
 }
