@@ -312,8 +312,13 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
   const MediaStreamInfo &video = *result.input.video();
   const double crossfade_s = std::chrono::duration<double>(request.crossfade).count();
   const double clip_s = video.duration_s > 0 ? video.duration_s : result.input.duration_s;
-  const std::uint64_t frames = probed_frames(video);
-  const double frame_s = video.fps > 0 ? 1.0 / video.fps : 0;
+  // A clip of variable frame rate is made constant at its highest rate first (videorate); how
+  // many frames that makes is not known exactly, so videoloop does without the count.
+  const int constant_fps =
+      video.variable_rate ? std::clamp(static_cast<int>(std::lround(video.max_fps)), 1, 240) : 0;
+  const std::uint64_t frames = constant_fps ? 0 : probed_frames(video);
+  const double fps = constant_fps ? constant_fps : video.fps;
+  const double frame_s = fps > 0 ? 1.0 / fps : 0;
   const double crossfade_rounded_s =
       frame_s > 0 ? std::max(1.0, std::round(crossfade_s / frame_s)) * frame_s : crossfade_s;
   if (clip_s + frame_s / 2 < 2 * crossfade_rounded_s)
@@ -334,6 +339,7 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
       {"audio", result.audio ? "true" : "false"},
       {"crossfade", std::to_string(request.crossfade.count()) + "ns"},
       {"height", std::to_string(output_height(request.height, video))},
+      {"fps", std::to_string(constant_fps)},
       {"vp9-threads",
        std::to_string(std::clamp(request.threads ? request.threads : default_vp9_threads(), 1u,
                                  kMaxThreads))},

@@ -182,12 +182,15 @@ MediaInfo probe_media(const std::filesystem::path &path, const ProbeLimits &limi
 
   // Read every packet: a truncated file ends early or fails to read.
   std::vector<std::int64_t> end_pts(ctx->nb_streams, AV_NOPTS_VALUE);
+  std::vector<std::vector<std::int64_t>> video_pts(ctx->nb_streams);
   AVPacket *pkt = av_packet_alloc();
   while ((err = av_read_frame(ctx.get(), pkt)) >= 0) {
     const unsigned idx = static_cast<unsigned>(pkt->stream_index);
     if (idx < info.streams.size()) {
       info.streams[idx].packets++;
       std::int64_t ts = pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts;
+      if (ts != AV_NOPTS_VALUE && info.streams[idx].type == MediaStreamInfo::Type::Video)
+        video_pts[idx].push_back(ts);
       if (ts != AV_NOPTS_VALUE) {
         std::int64_t end = ts + std::max<std::int64_t>(pkt->duration, 0);
         if (end_pts[idx] == AV_NOPTS_VALUE || end > end_pts[idx])
@@ -206,6 +209,22 @@ MediaInfo probe_media(const std::filesystem::path &path, const ProbeLimits &limi
     const AVStream *st = ctx->streams[i];
     std::int64_t start = st->start_time != AV_NOPTS_VALUE ? st->start_time : 0;
     info.streams[i].duration_s = (end_pts[i] - start) * av_q2d(st->time_base);
+  }
+  for (unsigned i = 0; i < ctx->nb_streams; ++i) {
+    std::vector<std::int64_t> &pts = video_pts[i];
+    std::sort(pts.begin(), pts.end());
+    std::int64_t shortest = 0, longest = 0;
+    for (std::size_t j = 1; j < pts.size(); ++j) {
+      const std::int64_t step = pts[j] - pts[j - 1];
+      if (step <= 0)
+        continue;
+      shortest = shortest ? std::min(shortest, step) : step;
+      longest = std::max(longest, step);
+    }
+    if (shortest > 0) {
+      info.streams[i].max_fps = 1.0 / (shortest * av_q2d(ctx->streams[i]->time_base));
+      info.streams[i].variable_rate = longest * 2 > shortest * 3;
+    }
   }
   const MediaStreamInfo *video = info.video();
   if (video && video->packets == 0)

@@ -290,6 +290,33 @@ TEST_F(MakeLoop, ARotatedClipIsLoopedUpright) {
   EXPECT_LT(diff / double(got.out.size()), 3.0);
 }
 
+// A phone records at a variable frame rate: here 30 fps for 1.5 s, then 10 fps. videoloop
+// counts frames, so the clip is made constant at its highest rate first; counted as it was,
+// the loop came out 1.33 s long, its second half three times too fast.
+TEST_F(MakeLoop, AVariableFrameRateClipKeepsItsDuration) {
+  const fs::path vfr = dir_ / "vfr.mp4";
+  ASSERT_EQ(std::system(("ffmpeg -loglevel error -y -f lavfi -i testsrc2=r=30:d=3:s=320x180 "
+                         "-vf \"select='lt(t,1.5)+not(mod(n,3))'\" -vsync vfr -c:v libx264 "
+                         "-preset ultrafast " +
+                         vfr.string())
+                            .c_str()),
+            0);
+  const gemstream::MediaInfo in = probe_media(vfr);
+  ASSERT_NE(in.video(), nullptr);
+  EXPECT_TRUE(in.video()->variable_rate);
+  EXPECT_NEAR(in.video()->max_fps, 30.0, 0.01);
+  EXPECT_FALSE(probe_media(clip()).video()->variable_rate);
+
+  LoopRequest req = request(vfr, "vfr");
+  req.formats = {LoopFormat::Mp4};
+  const LoopResult r = make_loop(req);
+  EXPECT_FALSE(r.used_frame_count);
+  const gemstream::MediaInfo out = probe_media(r.files.at(LoopFormat::Mp4));
+  ASSERT_NE(out.video(), nullptr);
+  EXPECT_NEAR(out.video()->duration_s, 2.5, 0.05); // 3 s - 0.5 s, at 30 fps throughout
+  EXPECT_NEAR(double(out.video()->packets), 75.0, 1.5);
+}
+
 TEST_F(MakeLoop, CancellingMidRunLeavesNoPartialFileAndKeepsEarlierOutputs) {
   const LoopRequest req = request(clip());
   fs::create_directories(req.out_dir);

@@ -18,6 +18,10 @@ struct MediaStreamInfo {
   int sample_rate = 0, channels = 0;
   double duration_s = 0;  // from the packets actually read
   std::int64_t packets = 0;
+  // Video: the frame rate of the shortest step between frames, and whether the steps vary
+  // (a phone's variable frame rate, dropped frames): the longest is 1.5 times the shortest.
+  double max_fps = 0;
+  bool variable_rate = false;
 };
 
 struct GEMSTREAM_API MediaInfo {
