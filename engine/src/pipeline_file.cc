@@ -639,7 +639,8 @@ public:
       fail(pointer, "expected an object, got " + object.dump());
     check_fields(
         object, pointer,
-        {"type", "doc", "default", "optional", "allowed", "min", "max", "unit", "must-exist"});
+        {"type", "doc", "default", "optional", "allowed", "min", "max", "unit", "must-exist",
+         "output"});
     ParameterSpec spec;
     spec.name = name;
     const std::string type = string_field(object, pointer, "type", true);
@@ -715,6 +716,11 @@ public:
       if (spec.type != ParameterType::Path || !it->is_boolean())
         fail(pointer + "/must-exist", "only path parameters have must-exist (a boolean)");
       spec.must_exist = it->get<bool>();
+    }
+    if (auto it = object.find("output"); it != object.end()) {
+      if (spec.type != ParameterType::Path || !it->is_boolean())
+        fail(pointer + "/output", "only path parameters are outputs (a boolean)");
+      spec.output = it->get<bool>();
     }
     if (auto it = object.find("optional"); it != object.end()) {
       if (!it->is_boolean())

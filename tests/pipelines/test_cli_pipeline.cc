@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <set>
 #include <string>
 #include <sys/wait.h>
 #include <thread>
@@ -150,4 +151,43 @@ TEST_F(CliPipeline, CtrlCStopsCleanlyWithEos) {
   EXPECT_TRUE(contains(log, "Stopping (press Ctrl-C again to abort)")) << log;
   // veosrc answers EOS by cancelling the poll: the run ends in EOS.
   EXPECT_EQ(WEXITSTATUS(status), 0) << log;
+}
+
+// Outputs are written under temporary names and renamed after EOS: a failed run keeps the
+// files of an earlier one and leaves nothing else (filesink truncated them at once before).
+TEST_F(CliPipeline, RunWritesItsOutputsOnlyWhenItSucceeds) {
+  if (!gst_is_initialized())
+    gst_init(nullptr, nullptr);
+  const fs::path silent = dir_ / "silent.mp4", out = dir_ / "out";
+  ASSERT_EQ(make_clip(silent, 48, false), "");
+  fs::create_directories(out);
+  const std::string earlier = "the loop of an earlier run";
+  for (const char *name : {"loop.mp4", "loop.webm", "poster.jpg"})
+    std::ofstream(out / name) << earlier;
+  const std::vector<std::string> args = {
+      "run", "background-loop", "input=" + silent.string(), "crossfade=500ms",
+      "mp4-output=" + (out / "loop.mp4").string(), "webm-output=" + (out / "loop.webm").string(),
+      "poster-output=" + (out / "poster.jpg").string(), "-q"};
+
+  // audio=true for a clip without audio: decodebin3 never adds audio_0, an error.
+  CliRun r = run(args, env_);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "no audio stream")) << r.output;
+  std::set<std::string> names;
+  for (const auto &e : fs::directory_iterator(out))
+    names.insert(e.path().filename().string());
+  EXPECT_EQ(names, (std::set<std::string>{"loop.mp4", "loop.webm", "poster.jpg"}));
+  for (const char *name : {"loop.mp4", "loop.webm", "poster.jpg"})
+    EXPECT_EQ(slurp(out / name), earlier) << name;
+
+  std::vector<std::string> ok = args;
+  ok.push_back("audio=false");
+  r = run(ok, env_);
+  ASSERT_EQ(r.code, 0) << r.output;
+  names.clear();
+  for (const auto &e : fs::directory_iterator(out))
+    names.insert(e.path().filename().string());
+  EXPECT_EQ(names, (std::set<std::string>{"loop.mp4", "loop.webm", "poster.jpg"}));
+  EXPECT_EQ(slurp(out / "poster.jpg").substr(0, 2), "\xff\xd8");
+  EXPECT_NE(slurp(out / "loop.mp4").find("moov"), std::string::npos);
 }

@@ -278,7 +278,8 @@ TEST_F(MakeLoop, ARotatedClipIsLoopedUpright) {
 
   // The loop starts at input frame 12 (0.5 s): compare with ffmpeg's upright decode of it.
   const auto want = gemstream::testing::run_command(
-      "ffmpeg -v error -ss 0.5 -i " + rotated.string() + " -frames:v 1 -f rawvideo -pix_fmt gray -");
+      "ffmpeg -v error -ss 0.5 -i " + rotated.string() +
+      " -frames:v 1 -f rawvideo -pix_fmt gray -");
   const auto got = gemstream::testing::run_command("ffmpeg -v error -i " +
                                                    (req.out_dir / "loop.mp4").string() +
                                                    " -frames:v 1 -f rawvideo -pix_fmt gray -");

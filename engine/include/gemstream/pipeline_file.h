@@ -58,6 +58,10 @@ struct ParameterSpec {
   std::optional<std::string> max;
   std::string unit;        // Duration: "ns", "us", "ms" or "s"
   bool must_exist = false; // Path
+  // Path: a file the pipeline writes. `gemstream run` has it written under a temporary name
+  // and renames it into place after EOS, so a failed or interrupted run leaves no partial file
+  // and keeps an earlier file of that name.
+  bool output = false;
 
   bool required() const noexcept { return !default_value && !optional; }
 };
