@@ -340,6 +340,8 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
       {"crossfade", std::to_string(request.crossfade.count()) + "ns"},
       {"height", std::to_string(output_height(request.height, video))},
       {"fps", std::to_string(constant_fps)},
+      // videoflip copies every frame even when it turns nothing: only for a rotated clip.
+      {"orientation", video.rotation ? "auto" : "as-stored"},
       {"vp9-threads",
        std::to_string(std::clamp(request.threads ? request.threads : default_vp9_threads(), 1u,
                                  kMaxThreads))},

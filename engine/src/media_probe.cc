@@ -6,6 +6,7 @@ extern "C" {
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 #include <libavutil/avutil.h>
+#include <libavutil/display.h>
 }
 
 #include <algorithm>
@@ -170,6 +171,13 @@ MediaInfo probe_media(const std::filesystem::path &path, const ProbeLimits &limi
       s.height = par->height;
       if (st->avg_frame_rate.num > 0 && st->avg_frame_rate.den > 0)
         s.fps = av_q2d(st->avg_frame_rate);
+      if (const std::uint8_t *matrix =
+              av_stream_get_side_data(st, AV_PKT_DATA_DISPLAYMATRIX, nullptr)) {
+        // av_display_rotation_get() gives the counter-clockwise rotation the matrix applies.
+        const double ccw = av_display_rotation_get(reinterpret_cast<const std::int32_t *>(matrix));
+        if (std::isfinite(ccw))
+          s.rotation = ((static_cast<int>(std::lround(-ccw)) % 360) + 360) % 360;
+      }
     } else if (par->codec_type == AVMEDIA_TYPE_AUDIO) {
       s.type = MediaStreamInfo::Type::Audio;
       s.sample_rate = par->sample_rate;

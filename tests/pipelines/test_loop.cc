@@ -267,6 +267,9 @@ TEST_F(MakeLoop, ARotatedClipIsLoopedUpright) {
                          " -c copy -metadata:s:v rotate=90 " + rotated.string())
                             .c_str()),
             0);
+  // ffmpeg's rotate=90 tag: shown a quarter turn counter-clockwise, i.e. 270 clockwise.
+  EXPECT_EQ(probe_media(rotated).video()->rotation, 270);
+  EXPECT_EQ(probe_media(flat).video()->rotation, 0);
   LoopRequest req = request(rotated, "rotated");
   req.formats = {LoopFormat::Mp4, LoopFormat::Poster};
   make_loop(req);

@@ -22,6 +22,7 @@ struct MediaStreamInfo {
   // (a phone's variable frame rate, dropped frames): the longest is 1.5 times the shortest.
   double max_fps = 0;
   bool variable_rate = false;
+  int rotation = 0; // video: clockwise degrees to turn the frames upright (display matrix)
 };
 
 struct GEMSTREAM_API MediaInfo {
