@@ -42,6 +42,11 @@ std::set<std::string> files_in(const fs::path &dir) {
   return names;
 }
 
+// Runs ffmpeg, quiet and overwriting, with `args` and then `out`; true when it succeeds.
+bool ffmpeg(const std::string &args, const fs::path &out) {
+  return std::system(("ffmpeg -loglevel error -y " + args + " " + out.string()).c_str()) == 0;
+}
+
 // Runs make_loop and expects it to throw an Error of `kind`; returns the message.
 std::string loop_error(const LoopRequest &request, ErrorKind kind, const CancelToken &cancel = {},
                        const LoopProgress &progress = {}) {
@@ -142,12 +147,9 @@ TEST_F(MakeLoop, WritesEveryFormatInPlaceWithTheLoopDuration) {
 // the video by as much.
 TEST_F(MakeLoop, TheMp4AudioStartsWithoutTheEncodersPrimingSilence) {
   const fs::path tone = dir_ / "tone.mp4";
-  ASSERT_EQ(std::system(("ffmpeg -loglevel error -y -f lavfi -i testsrc2=s=320x180:r=24:d=3 "
-                         "-f lavfi -i sine=f=440:r=48000:d=3 -c:v libx264 -preset ultrafast "
-                         "-c:a aac " +
-                         tone.string())
-                            .c_str()),
-            0);
+  ASSERT_TRUE(ffmpeg("-f lavfi -i testsrc2=s=320x180:r=24:d=3 -f lavfi -i sine=f=440:r=48000:d=3 "
+                     "-c:v libx264 -preset ultrafast -c:a aac",
+                     tone));
   const LoopRequest req = request(tone, "tone");
   const LoopResult r = make_loop(req, {}, {});
   const fs::path mp4 = r.files.at(LoopFormat::Mp4);
@@ -226,15 +228,10 @@ TEST_F(MakeLoop, OddSizesBecomeEvenAndThePosterHasSquarePixels) {
     return r.out.substr(0, r.out.find('\n'));
   };
   const fs::path odd = dir_ / "odd.mp4", wide = dir_ / "wide.mp4", sar = dir_ / "sar.mp4";
-  const std::string src = "ffmpeg -loglevel error -y -f lavfi -i testsrc2=r=24:d=2:s=";
-  ASSERT_EQ(std::system((src + "321x181 -c:v libx264 -preset ultrafast " + odd.string()).c_str()),
-            0);
-  ASSERT_EQ(std::system((src + "640x360 -c:v libx264 -preset ultrafast " + wide.string()).c_str()),
-            0);
-  ASSERT_EQ(std::system((src + "240x180 -vf setsar=4/3 -c:v libx264 -preset ultrafast " +
-                         sar.string())
-                            .c_str()),
-            0);
+  const std::string src = "-f lavfi -i testsrc2=r=24:d=2:s=";
+  ASSERT_TRUE(ffmpeg(src + "321x181 -c:v libx264 -preset ultrafast", odd));
+  ASSERT_TRUE(ffmpeg(src + "640x360 -c:v libx264 -preset ultrafast", wide));
+  ASSERT_TRUE(ffmpeg(src + "240x180 -vf setsar=4/3 -c:v libx264 -preset ultrafast", sar));
 
   LoopRequest req = request(odd, "odd");
   make_loop(req);
@@ -261,12 +258,9 @@ TEST_F(MakeLoop, OddSizesBecomeEvenAndThePosterHasSquarePixels) {
 // the outputs carry no rotation, so it is turned before encoding, as ffmpeg shows it.
 TEST_F(MakeLoop, ARotatedClipIsLoopedUpright) {
   const fs::path flat = dir_ / "flat.mp4", rotated = dir_ / "rotated.mp4";
-  ASSERT_EQ(std::system(("ffmpeg -loglevel error -y -f lavfi -i testsrc2=r=24:d=2:s=320x180 "
-                         "-c:v libx264 -preset ultrafast " +
-                         flat.string() + " && ffmpeg -loglevel error -y -i " + flat.string() +
-                         " -c copy -metadata:s:v rotate=90 " + rotated.string())
-                            .c_str()),
-            0);
+  ASSERT_TRUE(ffmpeg("-f lavfi -i testsrc2=r=24:d=2:s=320x180 -c:v libx264 -preset ultrafast",
+                     flat));
+  ASSERT_TRUE(ffmpeg("-i " + flat.string() + " -c copy -metadata:s:v rotate=90", rotated));
   // ffmpeg's rotate=90 tag: shown a quarter turn counter-clockwise, i.e. 270 clockwise.
   EXPECT_EQ(probe_media(rotated).video()->rotation, 270);
   EXPECT_EQ(probe_media(flat).video()->rotation, 0);
@@ -299,12 +293,10 @@ TEST_F(MakeLoop, ARotatedClipIsLoopedUpright) {
 // the loop came out 1.33 s long, its second half three times too fast.
 TEST_F(MakeLoop, AVariableFrameRateClipKeepsItsDuration) {
   const fs::path vfr = dir_ / "vfr.mp4";
-  ASSERT_EQ(std::system(("ffmpeg -loglevel error -y -f lavfi -i testsrc2=r=30:d=3:s=320x180 "
-                         "-vf \"select='lt(t,1.5)+not(mod(n,3))'\" -vsync vfr -c:v libx264 "
-                         "-preset ultrafast " +
-                         vfr.string())
-                            .c_str()),
-            0);
+  ASSERT_TRUE(ffmpeg("-f lavfi -i testsrc2=r=30:d=3:s=320x180 "
+                     "-vf \"select='lt(t,1.5)+not(mod(n,3))'\" -vsync vfr -c:v libx264 "
+                     "-preset ultrafast",
+                     vfr));
   const gemstream::MediaInfo in = probe_media(vfr);
   ASSERT_NE(in.video(), nullptr);
   EXPECT_TRUE(in.video()->variable_rate);
