@@ -289,8 +289,9 @@ TEST_F(MakeLoop, ARotatedClipIsLoopedUpright) {
 }
 
 // A phone records at a variable frame rate: here 30 fps for 1.5 s, then 10 fps. videoloop
-// counts frames, so the clip is made constant at its highest rate first; counted as it was,
-// the loop came out 1.33 s long, its second half three times too fast.
+// counts frames, so the clip is made constant at its highest rate first. Counted at the caps'
+// average rate (20 fps), the loop had 50 frames: the first half played slow, the second fast,
+// out of step with the audio (a clip whose caps say 30 fps came out a third too short).
 TEST_F(MakeLoop, AVariableFrameRateClipKeepsItsDuration) {
   const fs::path vfr = dir_ / "vfr.mp4";
   ASSERT_TRUE(ffmpeg("-f lavfi -i testsrc2=r=30:d=3:s=320x180 "
