@@ -229,7 +229,11 @@ TEST_F(MakeLoop, OddSizesBecomeEvenAndThePosterHasSquarePixels) {
   };
   const fs::path odd = dir_ / "odd.mp4", wide = dir_ / "wide.mp4", sar = dir_ / "sar.mp4";
   const std::string src = "-f lavfi -i testsrc2=r=24:d=2:s=";
-  ASSERT_TRUE(ffmpeg(src + "321x181 -c:v libx264 -preset ultrafast", odd));
+  // 4:4:4: 4:2:0 needs even sizes in ffmpeg too.
+  ASSERT_TRUE(ffmpeg(src + "320x180 -vf scale=321:181 -pix_fmt yuv444p -c:v libx264 "
+                           "-preset ultrafast",
+                     odd));
+  ASSERT_EQ(probe_media(odd).video()->width, 321);
   ASSERT_TRUE(ffmpeg(src + "640x360 -c:v libx264 -preset ultrafast", wide));
   ASSERT_TRUE(ffmpeg(src + "240x180 -vf setsar=4/3 -c:v libx264 -preset ultrafast", sar));
 
