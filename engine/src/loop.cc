@@ -195,7 +195,8 @@ enum class RunEnd { Done, FrameCountMismatch };
 // One run of the pipeline to its end. Throws for cancellation and errors (other than a wrong
 // frame count, which the caller answers by running again without it).
 RunEnd run_pipeline(const PipelineFile &file, const std::map<std::string, std::string> &values,
-                    const fs::path &input, const CancelToken &cancel, ProgressReporter &progress) {
+                    const fs::path &input, const CancelToken &cancel, ProgressReporter &progress,
+                    std::vector<std::string> &warnings) {
   if (cancel.cancelled())
     throw_cancelled(input);
   std::unique_ptr<Pipeline> pipeline = Pipeline::from_file(file, values);
@@ -211,6 +212,8 @@ RunEnd run_pipeline(const PipelineFile &file, const std::map<std::string, std::s
       // 100 is reported once the files are in place; the muxers still finish after videoloop.
       if (p->source == kLoopElement && p->percent >= 0)
         progress.report(std::min(p->percent, 99));
+    } else if (const auto *w = std::get_if<events::Warning>(&event)) {
+      warnings.push_back((w->source.empty() ? "" : w->source + ": ") + w->message);
     } else if (const auto *e = std::get_if<events::Error>(&event)) {
       if (!error)
         error = *e;
@@ -381,13 +384,14 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
 
   ProgressReporter progress(progress_fn);
   progress.report(0);
-  RunEnd end = run_pipeline(file, values, request.input, cancel, progress);
+  RunEnd end = run_pipeline(file, values, request.input, cancel, progress, result.warnings);
   if (end == RunEnd::FrameCountMismatch) {
     // The probe's count was wrong for GStreamer's decode (an edit list, a dropped frame):
     // run again with videoloop's delay line, which needs no count.
     outputs.discard();
     values["frames"] = "0";
-    end = run_pipeline(file, values, request.input, cancel, progress);
+    result.warnings.clear();
+    end = run_pipeline(file, values, request.input, cancel, progress, result.warnings);
     if (end != RunEnd::Done)
       throw Error(ErrorKind::Internal, "videoloop reported a wrong frame count without one");
     result.duration_s = clip_s - crossfade_rounded_s;

@@ -318,6 +318,37 @@ TEST_F(MakeLoop, AVariableFrameRateClipKeepsItsDuration) {
   EXPECT_NEAR(double(out.video()->packets), 75.0, 1.5);
 }
 
+// Audio shorter than the video: in MP4 the loop says so; in Matroska, whose demuxer sends the
+// audio EOS only at the end of the file, the loop used to hang for ever (the muxers waited for
+// audio that would never come before the video they held went on).
+TEST_F(MakeLoop, AudioShorterThanTheVideoIsSilenceWithAWarningAndNeverAHang) {
+  const fs::path mp4 = dir_ / "short-audio.mp4", mkv = dir_ / "short-audio.mkv";
+  const std::string streams = "-f lavfi -i testsrc2=r=24:d=3:s=320x180 -f lavfi -i "
+                              "sine=r=48000:d=1.5 -c:v libx264 -preset ultrafast -c:a aac";
+  ASSERT_TRUE(ffmpeg(streams, mp4));
+  ASSERT_TRUE(ffmpeg(streams, mkv));
+
+  const LoopResult r = make_loop(request(mp4, "short-mp4"));
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_NE(r.warnings[0].find("The audio is 1.50 s shorter than the video"), std::string::npos)
+      << r.warnings[0];
+
+  // A watchdog turns a hang into a failure.
+  CancelToken cancel;
+  std::thread watchdog([cancel] { cancel.wait_for(60s) ? cancel.cancel() : void(); });
+  LoopResult m;
+  try {
+    m = make_loop(request(mkv, "short-mkv"), cancel);
+  } catch (const Error &e) {
+    ADD_FAILURE() << e.what();
+  }
+  cancel.cancel();
+  watchdog.join();
+  EXPECT_TRUE(m.audio);
+  EXPECT_EQ(m.decode, "auto");
+  EXPECT_EQ(m.files.size(), 3u);
+}
+
 TEST_F(MakeLoop, CancellingMidRunLeavesNoPartialFileAndKeepsEarlierOutputs) {
   const LoopRequest req = request(clip());
   fs::create_directories(req.out_dir);

@@ -345,6 +345,8 @@ int run_loop(const LoopJob &job) {
   bar.finish();
   if (job.quiet)
     return 0;
+  for (const std::string &warning : result.warnings)
+    std::fprintf(stderr, "warning: %s\n", warning.c_str());
   const MediaStreamInfo &v = *result.input.video();
   std::fprintf(stderr, "looped %s (%.1f s, %dx%d, %s): %.2f s loop\n", job.request.input.c_str(),
                result.input.duration_s, v.width, v.height, result.audio ? "with audio" : "no audio",

@@ -76,6 +76,9 @@ struct LoopResult {
   // and the libav decoders, for an MP4/MOV with H.264 and AAC or no audio) or "auto"
   // (decodebin3).
   std::string decode;
+  // What the pipeline warned about, "element: message" each, e.g. videoloop's "The audio is
+  // 0.48 s shorter than the video; the missing part of the loop is silent."
+  std::vector<std::string> warnings;
 };
 
 // Called with the percentage of the input processed, 0 to 100, never decreasing, on the thread
