@@ -3,6 +3,7 @@
 
 #include "gemstream/error.h"
 #include "gemstream/pipeline.h"
+#include "gemstream/output_files.h"
 #include "gemstream/pipeline_file.h"
 #include "mp4_edit.h"
 
@@ -12,7 +13,6 @@
 #include <cmath>
 #include <cstdio>
 #include <future>
-#include <random>
 #include <thread>
 #include <utility>
 #include <variant>
@@ -67,73 +67,11 @@ unsigned default_vp9_threads() noexcept { return std::max(1u, available_cpus() /
 
 namespace {
 
-std::string random_token() {
-  std::random_device rd;
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
-  return buf;
-}
-
 std::string seconds_text(double s) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f s", s);
   return buf;
 }
-
-// The outputs of one make_loop() call: each is written to a hidden temporary file beside its
-// final name ("out/.loop.mp4.<random>.part") and renamed by commit(). Anything not committed
-// is removed when this goes out of scope, whatever ended the run.
-class TemporaryOutputs {
-public:
-  explicit TemporaryOutputs(fs::path dir) : dir_(std::move(dir)), token_(random_token()) {}
-  ~TemporaryOutputs() { discard(); }
-  TemporaryOutputs(const TemporaryOutputs &) = delete;
-  TemporaryOutputs &operator=(const TemporaryOutputs &) = delete;
-
-  const fs::path &add(LoopFormat format) {
-    const std::string file = info_of(format).file;
-    entries_.push_back({format, dir_ / file, dir_ / ("." + file + "." + token_ + ".part")});
-    return entries_.back().temporary;
-  }
-
-  // Removes the temporary files (a failed run, or before running again).
-  void discard() noexcept {
-    for (const auto &e : entries_) {
-      std::error_code ec;
-      fs::remove(e.temporary, ec);
-    }
-  }
-
-  // Renames every temporary file to its final name. Each rename is atomic; if one fails, the
-  // temporary files not renamed yet are removed and Error(Io) names the file.
-  std::map<LoopFormat, fs::path> commit() {
-    std::map<LoopFormat, fs::path> done;
-    for (const auto &e : entries_) {
-      std::error_code ec;
-      if (!fs::exists(e.temporary, ec))
-        throw Error(ErrorKind::Io,
-                    "the loop pipeline ended without writing " + e.final_path.string());
-      fs::rename(e.temporary, e.final_path, ec);
-      if (ec)
-        throw Error(ErrorKind::Io, "cannot move the finished " + e.final_path.filename().string() +
-                                       " into place at " + e.final_path.string() + ": " +
-                                       ec.message());
-      done[e.format] = e.final_path;
-    }
-    entries_.clear();
-    return done;
-  }
-
-private:
-  struct Entry {
-    LoopFormat format;
-    fs::path final_path;
-    fs::path temporary;
-  };
-  fs::path dir_;
-  std::string token_;
-  std::vector<Entry> entries_;
-};
 
 // Reports progress to the caller: never decreasing, and 100 only once the outputs are in place.
 class ProgressReporter {
@@ -335,7 +273,7 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
                                  : clip_s - crossfade_rounded_s;
 
   std::string formats;
-  TemporaryOutputs outputs(request.out_dir);
+  OutputFiles outputs; // written as "out/.loop.mp4.<random>.part", renamed at the end
   std::map<std::string, std::string> values = {
       {"input", request.input.string()},
       {"decode", result.decode},
@@ -352,7 +290,7 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
   fs::path mp4_temporary;
   for (LoopFormat f : request.formats) {
     formats += (formats.empty() ? "" : ",") + std::string(to_string(f));
-    const fs::path temporary = outputs.add(f);
+    const fs::path temporary = outputs.add(request.out_dir / info_of(f).file);
     values[info_of(f).parameter] = temporary.string();
     if (f == LoopFormat::Mp4)
       mp4_temporary = temporary;
@@ -404,7 +342,9 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
   // every pass of a looping player would start with that much silence.
   if (aac_delay.valid())
     mp4::skip_audio_priming(mp4_temporary, aac_delay.get());
-  result.files = outputs.commit();
+  const std::vector<fs::path> written = outputs.commit(true);
+  for (std::size_t i = 0; i < written.size(); ++i)
+    result.files[request.formats[i]] = written[i];
   progress.report(100);
   return result;
 }

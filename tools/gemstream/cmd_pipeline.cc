@@ -5,21 +5,18 @@
 #include "pipeline_runner.h"
 
 #include <gemstream/config.h>
+#include <gemstream/output_files.h>
 #include <gemstream/pipeline.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <iterator>
 #include <map>
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 namespace gemstream::cli {
-namespace fs = std::filesystem;
 namespace {
 
 struct Invocation {
@@ -105,63 +102,20 @@ std::string describe_type(const ParameterSpec &p) {
   return type;
 }
 
-// The files a run writes (path parameters marked "output"), written under temporary names in
-// their own directories ("dir/.name.<pid>.part") and renamed into place after EOS; removed
-// otherwise, so a failed or interrupted run leaves no partial file and keeps an earlier one.
-class OutputFiles {
-public:
-  OutputFiles(const PipelineFile &file, std::map<std::string, std::string> &values) {
-    for (const ParameterSpec &p : file.parameters()) {
-      if (!p.output)
-        continue;
-      auto given = values.find(p.name);
-      const std::string path =
-          given != values.end() ? given->second : p.default_value.value_or(std::string());
-      if (path.empty())
-        continue;
-      const fs::path final_path(path);
-      fs::path temporary = final_path.parent_path() /
-                           ("." + final_path.filename().string() + "." +
-                            std::to_string(getpid()) + ".part");
-      values[p.name] = temporary.string();
-      files_.push_back({final_path, std::move(temporary)});
-    }
+// The files a run writes (path parameters marked "output"): written under temporary names and
+// put in place after EOS only (OutputFiles).
+void write_outputs_aside(const PipelineFile &file, std::map<std::string, std::string> &values,
+                         OutputFiles &outputs) {
+  for (const ParameterSpec &p : file.parameters()) {
+    if (!p.output)
+      continue;
+    auto given = values.find(p.name);
+    const std::string path =
+        given != values.end() ? given->second : p.default_value.value_or(std::string());
+    if (!path.empty())
+      values[p.name] = outputs.add(path).string();
   }
-  OutputFiles(const OutputFiles &) = delete;
-  OutputFiles &operator=(const OutputFiles &) = delete;
-  ~OutputFiles() { discard(); }
-
-  // Renames every written file into place; false (with a message) if one cannot be.
-  bool commit() {
-    bool ok = true;
-    for (File &f : files_) {
-      std::error_code ec;
-      if (!fs::exists(f.temporary, ec))
-        continue; // a branch that did not run (e.g. a format not asked for)
-      fs::rename(f.temporary, f.final_path, ec);
-      if (ec) {
-        std::fprintf(stderr, "error: cannot rename %s to %s: %s\n", f.temporary.c_str(),
-                     f.final_path.c_str(), ec.message().c_str());
-        ok = false;
-      }
-    }
-    discard();
-    return ok;
-  }
-  void discard() noexcept {
-    for (File &f : files_) {
-      std::error_code ec;
-      fs::remove(f.temporary, ec);
-    }
-    files_.clear();
-  }
-
-private:
-  struct File {
-    fs::path final_path, temporary;
-  };
-  std::vector<File> files_;
-};
+}
 
 void print_file(const PipelineFile &file) {
   std::printf("%s\n  %s\n  file: %s\n", file.name().c_str(), file.description().c_str(),
@@ -212,12 +166,19 @@ int cmd_run(const std::vector<std::string> &argv) {
   Invocation inv = parse(argv, kRunUsage, true);
   const PipelineFile file = PipelineFile::load(PipelineFile::find(inv.file));
   resolve(file, inv.values);
-  OutputFiles outputs(file, inv.values);
+  OutputFiles outputs;
+  write_outputs_aside(file, inv.values, outputs);
   PipelineRunner runner(Pipeline::from_file(file, inv.values));
   runner.quiet = inv.quiet;
   RunOutcome outcome = runner.run();
-  if (outcome.eos && outcome.error.empty() && !outputs.commit())
-    return 1;
+  if (outcome.eos && outcome.error.empty()) {
+    try {
+      outputs.commit(false); // a branch that did not run (a format not asked for) wrote nothing
+    } catch (const Error &e) {
+      std::fprintf(stderr, "error: %s\n", e.message().c_str());
+      return 1;
+    }
+  }
   if (outcome.usd > 0)
     std::printf("total cost: $%.3f\n", outcome.usd);
   if (outcome.eos && outcome.error.empty())
