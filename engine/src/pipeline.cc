@@ -254,8 +254,8 @@ std::optional<events::Error> delayed_link_failure(GstMessage *msg) {
 // audio: the pad never appears and, unlike a demuxer, decodebin3 does not signal
 // no-more-pads, so gst_parse does not warn either. Once it has posted the streams it selected,
 // a pad the launch line links beyond them ends the run with an error naming it.
-std::optional<events::Error> unselected_stream_failure(GstMessage *msg, const std::string &launch) {
-  const std::string name = source_name(msg);
+std::optional<events::Error> unselected_stream_link(GstMessage *msg, const std::string &name,
+                                                   const std::string &launch) {
   if (name.empty())
     return std::nullopt;
   struct Kind {
@@ -317,6 +317,23 @@ std::optional<events::Error> unselected_stream_failure(GstMessage *msg, const st
     }
   }
   return std::nullopt;
+}
+
+std::optional<events::Error> unselected_stream_failure(GstMessage *msg, const std::string &launch) {
+  // uridecodebin3 selects its streams in the decodebin3 inside it, which posts the message;
+  // the launch line names the outer element.
+  GstObject *o = GST_MESSAGE_SRC(msg) ? GST_OBJECT(gst_object_ref(GST_MESSAGE_SRC(msg))) : nullptr;
+  std::optional<events::Error> found;
+  while (o && !found) {
+    GstObject *parent = gst_object_get_parent(o);
+    if (parent) // the top-level pipeline has no pads to link
+      found = unselected_stream_link(msg, str(GChars(gst_object_get_name(o)).get()), launch);
+    gst_object_unref(o);
+    o = parent;
+  }
+  if (o)
+    gst_object_unref(o);
+  return found;
 }
 
 // A message showing that a branch of the graph can never receive data.

@@ -269,6 +269,24 @@ TEST_F(Embedding, ABranchForAStreamDecodebin3DidNotSelectEndsTheRunInsteadOfHang
   drain(*ok, 20s);
   ASSERT_TRUE(ok->finished());
   EXPECT_EQ(ok->wait(0ms)->ending, Outcome::Ending::Eos);
+
+  // uridecodebin3 selects its streams in the decodebin3 inside it, which posts the message:
+  // the link is still named after the uridecodebin3.
+  gchar *uri = gst_filename_to_uri(clip.c_str(), nullptr);
+  ASSERT_NE(uri, nullptr);
+  auto by_uri = Pipeline::from_launch(std::string("uridecodebin3 name=src uri=") + uri +
+                                      "  src.video_0 ! queue ! fakesink"
+                                      "  src.audio_0 ! queue ! fakesink");
+  g_free(uri);
+  by_uri->start();
+  const auto uri_events = drain(*by_uri, 20s);
+  ASSERT_TRUE(by_uri->finished()) << "the uridecodebin3 run did not end";
+  const auto *ue = std::get_if<events::Error>(&uri_events.back());
+  ASSERT_NE(ue, nullptr) << index_names(uri_events);
+  EXPECT_EQ(ue->source, "src");
+  EXPECT_EQ(ue->kind, ErrorKind::Config);
+  EXPECT_NE(ue->message.find("no audio stream for the link from src.audio_0"), std::string::npos)
+      << ue->message;
 }
 
 TEST_F(Embedding, StartThrowsTheErrorThatPreventsPlaying) {
