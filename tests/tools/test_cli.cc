@@ -7,6 +7,7 @@
 #include <gemstream/media_probe.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -132,6 +133,13 @@ TEST_F(CliTest, LoopRefusesABadInputBeforeWorkAndWritesNothing) {
   CliRun r = run("loop " + bad.string() + " --out " + out.string(), env_);
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_NE(r.output.find("truncated"), std::string::npos) << r.output;
+  // Only that message: libavformat's own ("[mov,mp4,... @ 0x...] moov atom not found") goes to
+  // the GStreamer debug log, not into the tool's output.
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_EQ(r.output.find(" @ 0x"), std::string::npos) << r.output;
+  CliRun logged = run("loop " + bad.string() + " --out " + out.string(),
+                      env_ + " GST_DEBUG=gemstream-libav:1 GST_DEBUG_NO_COLOR=1");
+  EXPECT_NE(logged.output.find("moov atom not found"), std::string::npos) << logged.output;
   EXPECT_FALSE(fs::exists(out / "loop.mp4"));
   EXPECT_FALSE(fs::exists(out / "loop.mp4.part"));
 }

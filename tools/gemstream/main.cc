@@ -5,6 +5,10 @@
 #include <gemstream/error.h>
 #include <gst/gst.h>
 
+extern "C" {
+#include <libavutil/log.h>
+}
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -49,6 +53,31 @@ void add_build_plugin_path() {
   setenv("GST_PLUGIN_PATH", path.c_str(), 1);
 }
 
+GST_DEBUG_CATEGORY_STATIC(libav_log);
+
+// libavformat and libavcodec print their diagnostics ("moov atom not found", "Packet corrupt")
+// to stderr, where they would run into this tool's own messages, which already say what is
+// wrong with an input, and through --quiet. Send them to GStreamer's debug log instead, as
+// gst-libav does once it is loaded: GST_DEBUG=gemstream-libav:4 shows them.
+void libav_to_gst_debug(void *avcl, int level, const char *fmt, va_list vl) {
+  GstDebugLevel gst_level = level <= AV_LOG_ERROR     ? GST_LEVEL_ERROR
+                            : level <= AV_LOG_WARNING ? GST_LEVEL_WARNING
+                            : level <= AV_LOG_INFO    ? GST_LEVEL_INFO
+                            : level <= AV_LOG_VERBOSE ? GST_LEVEL_DEBUG
+                            : level <= AV_LOG_DEBUG   ? GST_LEVEL_LOG
+                                                      : GST_LEVEL_TRACE;
+  if (gst_level > gst_debug_category_get_threshold(libav_log))
+    return;
+  char line[1024];
+  int print_prefix = 1;
+  av_log_format_line2(avcl, level, fmt, vl, line, sizeof line, &print_prefix);
+  std::string text(line);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
+    text.pop_back();
+  if (!text.empty())
+    GST_CAT_LEVEL_LOG(libav_log, gst_level, nullptr, "%s", text.c_str());
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -65,6 +94,8 @@ int main(int argc, char **argv) {
   }
   add_build_plugin_path();
   gst_init(nullptr, nullptr);
+  GST_DEBUG_CATEGORY_INIT(libav_log, "gemstream-libav", 0, "libavformat/libavcodec messages");
+  av_log_set_callback(libav_to_gst_debug);
 
   struct Command {
     int (*run)(const std::vector<std::string> &);
