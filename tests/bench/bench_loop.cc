@@ -148,7 +148,7 @@ int main(int argc, char **argv) {
 
   // The two sides alternate, so a change in the machine's load hits both alike.
   Measure best_ours{1e9, 0, 0, -1}, best_ff{1e9, 0, 0, -1};
-  std::vector<double> walls_ours, walls_ff, rss_ours, rss_ff;
+  std::vector<double> walls_ours, walls_ff, rss_ours, rss_ff, pair_ratios;
   const fs::path ours = work / "gemstream", ff = work / "ffmpeg";
   for (int i = 0; i < repeats; ++i) {
     fs::remove_all(ours);
@@ -166,6 +166,7 @@ int main(int argc, char **argv) {
     std::fflush(stdout);
     walls_ours.push_back(a.wall_s);
     walls_ff.push_back(b.wall_s);
+    pair_ratios.push_back(a.wall_s / b.wall_s);
     rss_ours.push_back(a.max_rss_kb / 1024.0);
     rss_ff.push_back(b.max_rss_kb / 1024.0);
     if (a.status != 0 || b.status != 0) {
@@ -185,5 +186,18 @@ int main(int argc, char **argv) {
               best_ours.wall_s / best_ff.wall_s, median(walls_ours) / median(walls_ff),
               double(best_ours.max_rss_kb) / std::max(1L, best_ff.max_rss_kb),
               median(rss_ours) / median(rss_ff));
+  // Each run of ours is paired with the ffmpeg run right after it, on the machine in the same
+  // state: the spread of these ratios shows how far the machine's load moves the figure.
+  std::sort(pair_ratios.begin(), pair_ratios.end());
+  const auto quantile = [&](double q) {
+    return pair_ratios[static_cast<size_t>(q * static_cast<double>(pair_ratios.size() - 1) + 0.5)];
+  };
+  std::printf("paired wall-time ratios (each gemstream run / the ffmpeg run after it): median %.2f, "
+              "quartiles %.2f-%.2f, range %.2f-%.2f, %zu of %zu at most 0.70\n",
+              median(pair_ratios), quantile(0.25), quantile(0.75), pair_ratios.front(),
+              pair_ratios.back(),
+              static_cast<size_t>(std::count_if(pair_ratios.begin(), pair_ratios.end(),
+                                                [](double r) { return r <= 0.70; })),
+              pair_ratios.size());
   return 0;
 }
