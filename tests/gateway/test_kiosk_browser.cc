@@ -7,6 +7,8 @@
 
 #include "speech.h"
 
+#include <gemstream/loop.h>
+
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -153,8 +155,9 @@ public:
   Browser &operator=(const Browser &) = delete;
 
   void navigate(const std::string &url) { command("POST", "/url", {{"url", url}}); }
-  json execute(const std::string &script) {
-    return command("POST", "/execute/sync", {{"script", script}, {"args", json::array()}});
+  json execute(const std::string &script) { return execute_with(script, json::array()); }
+  json execute_with(const std::string &script, const json &args) {
+    return command("POST", "/execute/sync", {{"script", script}, {"args", args}});
   }
   std::string element(const std::string &css) {
     return command("POST", "/element", {{"using", "css selector"}, {"value", css}})
@@ -447,6 +450,96 @@ TEST_F(KioskBrowser, BackgroundFollowsFinishedVideoJobs) {
   // The token travelled in the fragment, headers and subprotocols: never in a logged URL.
   for (const auto &line : h.log())
     EXPECT_FALSE(contains(line, kAliceToken)) << "a token was logged: " << line;
+}
+
+// Watches a <video> in the page: its properties, errors, and how often playback wrapped from
+// the end to the start (loop=true seeks back to 0 without an 'ended' event). No "error" key in
+// what the scripts return: WebDriver answers use it for their own errors.
+constexpr const char *kWatchVideo = R"js(
+const v = arguments[0] ? document.querySelector(arguments[0]) : (() => {
+  const m = document.createElement('video');
+  m.id = 'loop-check'; m.muted = true; m.loop = true; m.autoplay = true; m.src = arguments[1];
+  document.body.appendChild(m);
+  return m;
+})();
+const watch = {wraps: 0, last: 0, error: null};
+window.videoWatch = watch;
+v.addEventListener('timeupdate', () => {
+  if (v.currentTime + 0.5 < watch.last) watch.wraps++;
+  watch.last = v.currentTime;
+});
+v.addEventListener('error', () => { watch.error = v.error.code + ' ' + v.error.message; });
+// Four times faster, so that a 7 s loop wraps within two seconds.
+const fast = () => { v.playbackRate = 4; };
+fast();
+v.addEventListener('playing', fast);
+return true;
+)js";
+
+constexpr const char *kVideoState = R"js(
+const v = arguments[0] ? document.querySelector(arguments[0]) : document.getElementById('loop-check');
+const w = window.videoWatch;
+return {src: v.currentSrc, ready: v.readyState, width: v.videoWidth, height: v.videoHeight,
+        duration: v.duration, paused: v.paused, wraps: w.wraps,
+        failure: w.error || (v.error ? v.error.code + ' ' + v.error.message : null)};
+)js";
+
+TEST_F(KioskBrowser, TheLoopOutputsPlayAndWrapAroundInTheBrowser) {
+  // The real post-processing of `gemstream serve`: make_loop() on the downloaded Veo clip.
+  GatewayHarness h(dir.path(), {{"loop", {{"enabled", true}}}});
+  h.start([](const gateway::PostProcessRequest &req, const CancelToken &cancel,
+             const std::function<void(double)> &) {
+    LoopRequest loop;
+    loop.input = req.clip;
+    loop.out_dir = req.out_dir;
+    const LoopResult result = make_loop(loop, cancel);
+    std::vector<gateway::PostProcessOutput> outputs;
+    for (const auto &[format, file] : result.files)
+      outputs.push_back({format == LoopFormat::Mp4    ? "loopMp4"
+                         : format == LoopFormat::Webm ? "loopWebm"
+                                                      : "poster",
+                         file});
+    return outputs;
+  });
+  browser().navigate(h.url("/kiosk/#token=") + kAliceToken);
+  json state = browser().wait_for([](const json &s) { return s["notifications"] == "open"; }, 10s);
+  ASSERT_EQ(state["notifications"], "open") << state.dump() << browser().console();
+
+  const HttpResult accepted =
+      h.post_json("/api/v1/media/generate-video", R"({"description":"a calm lake at dawn"})");
+  ASSERT_EQ(accepted.status, 202) << accepted.body;
+  const json job = h.wait_job(accepted.json_body()["jobId"]);
+  ASSERT_EQ(job["state"], "succeeded") << job.dump();
+  ASSERT_TRUE(job["urls"].contains("loopWebm") && job["urls"].contains("loopMp4")) << job.dump();
+  const std::string webm = job["urls"]["loopWebm"], mp4 = job["urls"]["loopMp4"];
+
+  // The kiosk prefers the WebM where the browser plays it, as chromium does.
+  state = browser().wait_for([&](const json &s) { return s["backgroundUrl"] == webm; }, 20s);
+  ASSERT_EQ(state["backgroundUrl"], webm) << state.dump() << browser().console();
+
+  // Each output, as the background and in a <video loop> of its own: it decodes at the clip's
+  // size, lasts the clip less the crossfade (8 s - 1 s), and playback wraps to the start.
+  const auto check = [&](const std::string &selector, const std::string &url) {
+    SCOPED_TRACE(url);
+    ASSERT_EQ(browser().execute_with(kWatchVideo, {selector, h.url(url)}), true);
+    json v;
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    do {
+      std::this_thread::sleep_for(100ms);
+      v = browser().execute_with(kVideoState, {selector});
+    } while ((v["wraps"].get<int>() < 1 && v["failure"].is_null()) &&
+             std::chrono::steady_clock::now() < deadline);
+    EXPECT_TRUE(v["failure"].is_null()) << v.dump() << browser().console();
+    EXPECT_EQ(v["src"], h.url(url));
+    EXPECT_EQ(v["width"], 1280) << v.dump();
+    EXPECT_EQ(v["height"], 720) << v.dump();
+    EXPECT_NEAR(v["duration"].get<double>(), 7.0, 0.05) << v.dump();
+    EXPECT_GE(v["wraps"].get<int>(), 1) << "playback did not wrap: " << v.dump();
+    EXPECT_EQ(v["paused"], false) << v.dump();
+  };
+  check("video.background.active", webm);
+  check("", mp4);
+  EXPECT_EQ(browser().kiosk()["errors"], json::array()) << browser().console();
 }
 
 TEST_F(KioskBrowser, TalksWithTheModel) {
