@@ -273,7 +273,7 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
                                  : clip_s - crossfade_rounded_s;
 
   std::string formats;
-  OutputFiles outputs; // written as "out/.loop.mp4.<random>.part", renamed at the end
+  OutputFiles outputs; // written as "out/.loop.mp4.<pid>-<random>.part", renamed at the end
   std::map<std::string, std::string> values = {
       {"input", request.input.string()},
       {"decode", result.decode},

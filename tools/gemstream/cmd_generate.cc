@@ -12,6 +12,7 @@
 #include <gemstream/costs.h>
 #include <gemstream/loop.h>
 #include <gemstream/media_probe.h>
+#include <gemstream/output_files.h>
 #include <gemstream/pipeline.h>
 #include <gst/pbutils/pbutils.h>
 
@@ -56,29 +57,13 @@ std::unique_ptr<Pipeline> load_pipeline(const std::string &name,
   return Pipeline::from_file(file, values);
 }
 
-// Writes through "<out>.part" and renames on success, so a failure never leaves a partial file.
-class AtomicOutput {
-public:
-  explicit AtomicOutput(fs::path out) : out_(std::move(out)), part_(out_.string() + ".part") {
-    if (out_.has_parent_path())
-      fs::create_directories(out_.parent_path());
-  }
-  ~AtomicOutput() {
-    std::error_code ec;
-    if (!committed_)
-      fs::remove(part_, ec);
-  }
-  const fs::path &part() const { return part_; }
-  void commit() {
-    fs::rename(part_, out_);
-    committed_ = true;
-  }
-
-private:
-  fs::path out_;
-  fs::path part_;
-  bool committed_ = false;
-};
+// The output file of an image or video run, written under a temporary name and put in place
+// only when the run succeeds (OutputFiles).
+fs::path temporary_output(OutputFiles &files, const fs::path &out) {
+  if (out.has_parent_path())
+    fs::create_directories(out.parent_path());
+  return files.add(out);
+}
 
 bool have_api_key() { return !EnvSettings::from_environment().api_key.empty(); }
 
@@ -120,9 +105,9 @@ int run_image(const ImageJob &job, const Spending &spending, double *usd) {
   const std::string env_model = EnvSettings::from_environment().image_model;
   const std::string key = model_key(job.model, env_model.empty() ? "nano_banana" : env_model);
   spending.check(price_images(config, key).usd(), "this image");
-  AtomicOutput output(job.out);
-  std::map<std::string, std::string> values = {{"prompt", job.motif},
-                                               {"output", output.part().string()}};
+  OutputFiles output;
+  std::map<std::string, std::string> values = {
+      {"prompt", job.motif}, {"output", temporary_output(output, job.out).string()}};
   if (job.raw)
     values["use-template"] = "false";
   if (!job.style.empty())
@@ -141,7 +126,7 @@ int run_image(const ImageJob &job, const Spending &spending, double *usd) {
     *usd += outcome.usd;
   // An interrupted run also ends in EOS, but its output is incomplete.
   if (outcome.eos && outcome.error.empty() && !outcome.interrupted) {
-    output.commit();
+    output.commit(true);
     std::printf("image: %s\n", job.out.c_str());
   }
   return outcome.interrupted && outcome.error.empty() ? 130 : report_outcome(outcome);
@@ -171,8 +156,9 @@ int run_video(const VideoJob &job, const Spending &spending, double *usd) {
         model_key(job.model, env_model.empty() ? config.defaults.background_video : env_model));
     spending.check(price_video(config, model.key, model.duration_seconds).usd(), "this video");
   }
-  AtomicOutput output(job.out);
-  std::map<std::string, std::string> values = {{"output", output.part().string()}};
+  OutputFiles output;
+  std::map<std::string, std::string> values = {
+      {"output", temporary_output(output, job.out).string()}};
   if (!job.description.empty())
     values["prompt"] = job.description;
   if (job.raw)
@@ -201,7 +187,7 @@ int run_video(const VideoJob &job, const Spending &spending, double *usd) {
   if (usd)
     *usd += outcome.usd;
   if (outcome.eos && outcome.error.empty() && !outcome.interrupted) {
-    output.commit();
+    output.commit(true);
     std::printf("video: %s\n", job.out.c_str());
   } else if (!outcome.error.empty() && !outcome.operation.empty() && job.operation.empty()) {
     std::fprintf(stderr, "resume with: gemstream video --operation %s -o %s\n",

@@ -1,11 +1,16 @@
 // Files a job writes, put in place only when it succeeds: each is written under a hidden
-// temporary name beside its final one ("dir/.name.<random>.part") and renamed by commit(), an
-// atomic step per file. Whatever is not committed is removed, so a failed or interrupted job
-// leaves no partial file and keeps an earlier file of the same name.
+// temporary name beside its final one ("dir/.name.<pid>-<random>.part") and renamed by
+// commit(), an atomic step per file. Whatever is not committed is removed, so a failed or
+// interrupted job leaves no partial file and keeps an earlier file of the same name.
+//
+// A process killed outright (SIGKILL, the OOM killer, a power cut) cannot remove its
+// temporary files. add() removes those left beside the same final name by a process that no
+// longer exists, once they have not changed for kStaleAfter.
 #pragma once
 
 #include "gemstream/export.h"
 
+#include <chrono>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -14,6 +19,8 @@ namespace gemstream {
 
 class GEMSTREAM_API OutputFiles {
 public:
+  static constexpr std::chrono::minutes kStaleAfter{10};
+
   OutputFiles();
   ~OutputFiles();
   OutputFiles(const OutputFiles &) = delete;
