@@ -568,6 +568,7 @@ namespace {
 struct FileData {
   std::string name;
   std::string description;
+  PipelineFile::Interrupt interrupt = PipelineFile::Interrupt::Finish;
   std::vector<ParameterSpec> parameters;
   std::vector<Fragment> fragments; // the graph, then the branches
   fs::path source;
@@ -799,7 +800,8 @@ public:
     }
     if (!root.is_object())
       fail("/", "expected a JSON object");
-    check_fields(root, "", {"name", "description", "parameters", "graph", "branches"});
+    check_fields(root, "",
+                 {"name", "description", "interrupt", "parameters", "graph", "branches"});
     auto data = std::make_unique<FileData>();
     FileData *impl = data.get();
     impl->source = source_;
@@ -813,6 +815,13 @@ public:
     impl->description = string_field(root, "", "description", true);
     if (impl->description.empty())
       fail("/description", "must not be empty");
+    if (root.contains("interrupt")) {
+      const std::string interrupt = string_field(root, "", "interrupt", true);
+      if (interrupt == "cancel")
+        impl->interrupt = PipelineFile::Interrupt::Cancel;
+      else if (interrupt != "finish")
+        fail("/interrupt", "expected \"finish\" or \"cancel\", got " + json_quoted(interrupt));
+    }
 
     if (auto it = root.find("parameters"); it != root.end()) {
       if (!it->is_object())
@@ -951,6 +960,9 @@ const std::string &PipelineFile::name() const noexcept {
 }
 const std::string &PipelineFile::description() const noexcept {
   return impl_->description;
+}
+PipelineFile::Interrupt PipelineFile::interrupt() const noexcept {
+  return impl_->interrupt;
 }
 const std::vector<ParameterSpec> &PipelineFile::parameters() const noexcept {
   return impl_->parameters;

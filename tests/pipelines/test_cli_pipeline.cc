@@ -118,22 +118,23 @@ TEST_F(CliPipeline, RunErrorExitsOneWithTheElementsMessage) {
   EXPECT_TRUE(contains(r.output, "error: src: ")) << r.output;
 }
 
-TEST_F(CliPipeline, CtrlCStopsCleanlyWithEos) {
-  backend_.set_polls_until_done(100000);
-  const fs::path out = dir_ / "never.mp4";
-  const std::string cmd = env_ + " exec " GEMSTREAM_CLI " run background-video prompt=waves " +
-                          "poll-interval=50ms output=" + out.string() + " > " +
-                          (dir_ / "log").string() + " 2>&1";
+// Runs the CLI with `args` and the environment assignments `env` through sh, its output in
+// `log`; presses Ctrl-C once `ready` shows in the log and returns the exit status (-1 when it
+// does not exit within 10 s of the signal).
+int interrupt_when(const std::string &env, const std::string &args, const fs::path &log,
+                   const std::string &ready) {
+  const std::string line =
+      env + " exec " GEMSTREAM_CLI " " + args + " > " + log.string() + " 2>&1";
   pid_t pid = fork();
-  ASSERT_GE(pid, 0);
+  if (pid < 0)
+    return -1;
   if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char *>(nullptr));
+    execl("/bin/sh", "sh", "-c", line.c_str(), static_cast<char *>(nullptr));
     _exit(127);
   }
-  // Wait for the operation to start, then press Ctrl-C.
-  for (int i = 0; i < 200 && !contains(slurp(dir_ / "log"), "operation: "); ++i)
-    std::this_thread::sleep_for(50ms);
-  ASSERT_TRUE(contains(slurp(dir_ / "log"), "operation: ")) << slurp(dir_ / "log");
+  for (int i = 0; i < 400 && !contains(slurp(log), ready); ++i)
+    std::this_thread::sleep_for(25ms);
+  EXPECT_TRUE(contains(slurp(log), ready)) << slurp(log);
   kill(pid, SIGINT);
   int status = 0;
   const auto t0 = std::chrono::steady_clock::now();
@@ -144,13 +145,42 @@ TEST_F(CliPipeline, CtrlCStopsCleanlyWithEos) {
   if (done == 0) {
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
-    FAIL() << "the CLI did not stop within 10 s of Ctrl-C:\n" << slurp(dir_ / "log");
+    ADD_FAILURE() << "the CLI did not stop within 10 s of Ctrl-C:\n" << slurp(log);
+    return -1;
   }
-  ASSERT_TRUE(WIFEXITED(status));
-  const std::string log = slurp(dir_ / "log");
-  EXPECT_TRUE(contains(log, "Stopping (press Ctrl-C again to abort)")) << log;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST_F(CliPipeline, CtrlCStopsCleanlyWithEos) {
+  backend_.set_polls_until_done(100000);
+  const fs::path out = dir_ / "never.mp4", log = dir_ / "log";
+  const int code = interrupt_when(
+      env_, "run background-video prompt=waves poll-interval=50ms output=" + out.string(), log,
+      "operation: ");
+  EXPECT_TRUE(contains(slurp(log), "Stopping (press Ctrl-C again to abort)")) << slurp(log);
   // veosrc answers EOS by cancelling the poll: the run ends in EOS.
-  EXPECT_EQ(WEXITSTATUS(status), 0) << log;
+  EXPECT_EQ(code, 0) << slurp(log);
+}
+
+// background-loop's "interrupt" is "cancel": EOS would end the clip early, and the loop made
+// of the part read so far would look complete but be wrong. Nothing is kept.
+TEST_F(CliPipeline, CtrlCCancelsABackgroundLoopAndKeepsNothing) {
+  if (!gst_is_initialized())
+    gst_init(nullptr, nullptr);
+  const fs::path clip = dir_ / "clip.mp4", out = dir_ / "out", log = dir_ / "log";
+  ASSERT_EQ(make_clip(clip, 240, true), "");
+  fs::create_directories(out);
+  // 1080p output: the encoders take seconds, so the signal comes mid-run.
+  const int code = interrupt_when(env_,
+                                  "run background-loop input=" + clip.string() +
+                                      " height=1080 mp4-output=" + (out / "loop.mp4").string() +
+                                      " webm-output=" + (out / "loop.webm").string() +
+                                      " poster-output=" + (out / "poster.jpg").string(),
+                                  log, "Looping");
+  EXPECT_EQ(code, 130) << slurp(log);
+  EXPECT_TRUE(contains(slurp(log), "Cancelled.")) << slurp(log);
+  EXPECT_FALSE(contains(slurp(log), "done")) << slurp(log);
+  EXPECT_TRUE(fs::is_empty(out)) << "kept: " << fs::directory_iterator(out)->path();
 }
 
 // Outputs are written under temporary names and renamed after EOS: a failed run keeps the

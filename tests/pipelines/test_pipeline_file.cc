@@ -198,8 +198,10 @@ TEST(PipelineFile, FileErrorsNameTheFileAndTheJsonPointer) {
   EXPECT_EQ(config_error("[1]"), "pipelines/demo.json: /: expected a JSON object");
   EXPECT_NE(config_error("{").find("pipelines/demo.json: not valid JSON"), std::string::npos);
   EXPECT_EQ(config_error(file_with("", "fakesrc ! fakesink", R"(, "grpah": "x")")),
-            "pipelines/demo.json: /grpah: unknown field (known: name, description, parameters, "
-            "graph, branches)");
+            "pipelines/demo.json: /grpah: unknown field (known: name, description, interrupt, "
+            "parameters, graph, branches)");
+  EXPECT_EQ(config_error(file_with("", "fakesrc ! fakesink", R"(, "interrupt": "later")")),
+            "pipelines/demo.json: /interrupt: expected \"finish\" or \"cancel\", got \"later\"");
   EXPECT_EQ(config_error(R"({"name": "other", "description": "d", "graph": "a ! b"})"),
             "pipelines/demo.json: /name: \"other\" must match the file name \"demo.json\"");
   EXPECT_EQ(config_error(file_with(R"("x": {"type": "text", "doc": "X."})", "a p=${x} ! b")),
@@ -231,6 +233,15 @@ TEST(PipelineFile, FileErrorsNameTheFileAndTheJsonPointer) {
                                    "a ! b", R"(, "branches": [{"when": "x=z", "graph": "c"}])")),
             "pipelines/demo.json: /branches/0/when: \"x=z\": \"z\" is not one of: a (give a "
             "comma-separated list)");
+}
+
+TEST(PipelineFile, InterruptSaysWhetherAStoppedRunKeepsItsOutput) {
+  EXPECT_EQ(parse(file_with("", "fakesrc ! fakesink")).interrupt(),
+            PipelineFile::Interrupt::Finish);
+  EXPECT_EQ(parse(file_with("", "fakesrc ! fakesink", R"(, "interrupt": "finish")")).interrupt(),
+            PipelineFile::Interrupt::Finish);
+  EXPECT_EQ(parse(file_with("", "fakesrc ! fakesink", R"(, "interrupt": "cancel")")).interrupt(),
+            PipelineFile::Interrupt::Cancel);
 }
 
 TEST(PipelineFile, PlaceholdersOnlyStandWhereValuesGo) {

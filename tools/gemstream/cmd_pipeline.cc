@@ -151,7 +151,8 @@ void print_markdown(const PipelineFile &file) {
 const char *const kRunUsage =
     "usage: gemstream run FILE [NAME=VALUE ...] [-q]\n"
     "Runs a pipeline file (a path, or a name from `gemstream pipelines`) with its parameters.\n"
-    "Ctrl-C stops cleanly: EOS first, so files are complete, then NULL. Output files are put in\n"
+    "Ctrl-C stops cleanly: EOS first, so files are complete, then NULL; a file whose \"interrupt\"\n"
+    "is \"cancel\" (background-loop) stops at once and keeps nothing. Output files are put in\n"
     "place after EOS only; a failed run leaves none and keeps earlier ones. Exit code: 0 after\n"
     "EOS, 1 after an error, 2 for a bad parameter, 130 when interrupted before EOS.";
 const char *const kInspectUsage =
@@ -170,6 +171,7 @@ int cmd_run(const std::vector<std::string> &argv) {
   write_outputs_aside(file, inv.values, outputs);
   PipelineRunner runner(Pipeline::from_file(file, inv.values));
   runner.quiet = inv.quiet;
+  runner.cancel_on_interrupt = file.interrupt() == PipelineFile::Interrupt::Cancel;
   RunOutcome outcome = runner.run();
   if (outcome.eos && outcome.error.empty()) {
     try {

@@ -141,7 +141,10 @@ RunOutcome PipelineRunner::run() {
     const int pressed = g_interrupts.load();
     if (pressed > handled) {
       outcome.interrupted = true;
-      if (handled == 0) {
+      if (handled == 0 && cancel_on_interrupt) {
+        std::fprintf(stderr, "\nCancelled.\n");
+        pipeline_->abort();
+      } else if (handled == 0) {
         std::fprintf(stderr, "\nStopping (press Ctrl-C again to abort)...\n");
         pipeline_->request_stop(30s);
       }

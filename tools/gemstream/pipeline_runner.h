@@ -47,6 +47,9 @@ public:
   // Called for every event after it is displayed.
   std::function<void(const gemstream::Event &)> on_event;
   bool quiet = false;
+  // Ctrl-C (SIGTERM, SIGHUP) aborts at once instead of sending EOS first: for a pipeline file
+  // whose "interrupt" is "cancel", whose output would be wrong if cut short.
+  bool cancel_on_interrupt = false;
 
   // Starts the pipeline and shows its events until the run ends.
   RunOutcome run();

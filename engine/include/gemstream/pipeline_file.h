@@ -92,6 +92,12 @@ public:
 
   const std::string &name() const noexcept;
   const std::string &description() const noexcept;
+  // What stopping a run early (Ctrl-C, SIGTERM) means, the file's "interrupt" field: Finish
+  // ("finish", the default) ends the input with EOS so the outputs are complete up to that
+  // point, as a recording wants; Cancel ("cancel") sets NULL at once and keeps no output, for
+  // pipelines whose output is wrong unless the input ran to its end (a loop of the whole clip).
+  enum class Interrupt { Finish, Cancel };
+  Interrupt interrupt() const noexcept;
   const std::vector<ParameterSpec> &parameters() const noexcept;
   const ParameterSpec *parameter(const std::string &name) const noexcept;
   const std::filesystem::path &source() const noexcept;
