@@ -25,7 +25,6 @@ using namespace std::chrono_literals;
 
 constexpr std::chrono::nanoseconds kMinCrossfade = 40ms;
 constexpr std::chrono::nanoseconds kMaxCrossfade = 60s;
-constexpr int kMaxHeight = 4320;
 constexpr unsigned kMaxThreads = 64;
 // How often the run loop looks at the cancel token when no event arrives (the token's callback
 // aborts the pipeline at once; this only bounds a cancel that lands before start()).
@@ -237,10 +236,13 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
     throw Error(ErrorKind::InvalidArgument,
                 "the crossfade must be between 40 ms and 60 s, not " +
                     seconds_text(std::chrono::duration<double>(request.crossfade).count()));
-  if (request.height < 0 || request.height > kMaxHeight || request.height % 2 != 0)
+  if (request.height != 0 &&
+      (request.height < kMinLoopHeight || request.height > kMaxLoopHeight ||
+       request.height % 2 != 0))
     throw Error(ErrorKind::InvalidArgument,
-                "the output height must be 0 (the input's) or an even number of pixels up to "
-                "4320 (H.264 and VP9 halve the colour resolution), not " +
+                "the output height must be 0 (the input's) or an even number of pixels from " +
+                    std::to_string(kMinLoopHeight) + " to " + std::to_string(kMaxLoopHeight) +
+                    " (H.264 and VP9 halve the colour resolution; x264 needs 16), not " +
                     std::to_string(request.height));
   if (cancel.cancelled())
     throw_cancelled(request.input);
@@ -267,6 +269,30 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
                 request.input.string() + " is " + seconds_text(clip_s) + " long; a crossfade of " +
                     seconds_text(crossfade_rounded_s) + " needs a clip of at least " +
                     seconds_text(2 * crossfade_rounded_s));
+  // x264 encodes frames of 16x16 pixels and more; the width follows the height asked for.
+  {
+    const bool turned = video.rotation == 90 || video.rotation == 270;
+    const int upright_w = turned ? video.height : video.width;
+    const int upright_h = turned ? video.width : video.height;
+    const int out_h = output_height(request.height, video) > 0 ? output_height(request.height, video)
+                                                               : upright_h;
+    const int out_w =
+        upright_h > 0 ? static_cast<int>(std::lround(double(out_h) * upright_w / upright_h)) : 0;
+    if (out_w < kMinLoopHeight || out_h < kMinLoopHeight)
+      throw Error(ErrorKind::InvalidArgument,
+                  request.input.string() + " is " + std::to_string(upright_w) + "x" +
+                      std::to_string(upright_h) + ": at a height of " + std::to_string(out_h) +
+                      " the loop would be " + std::to_string(out_w) +
+                      " pixels wide, and H.264 needs at least 16x16; ask for a larger height");
+  }
+  for (LoopFormat format : request.formats) {
+    std::error_code ec;
+    if (fs::equivalent(request.out_dir / file_name(format), request.input, ec))
+      throw Error(ErrorKind::InvalidArgument,
+                  "the output " + (request.out_dir / file_name(format)).string() +
+                      " is the input itself, which the loop would replace: write it to another "
+                      "directory");
+  }
   result.audio = result.input.audio() != nullptr;
   result.decode = mp4_avc(result.input) ? "mp4-avc" : "auto";
   result.duration_s = frames > 0 ? static_cast<double>(frames) * frame_s - crossfade_rounded_s

@@ -96,6 +96,23 @@ TEST_F(CliPipeline, BadParametersExitTwoNamingFileAndParameter) {
   r = run({"run", "cover-image", "prompt"});
   EXPECT_EQ(r.code, 2);
   EXPECT_TRUE(contains(r.output, "expected name=value, got \"prompt\"")) << r.output;
+  // Outputs are checked before any work: a directory, a file two outputs share, the input.
+  const fs::path clip = dir_ / "in.mp4";
+  std::ofstream(clip) << "not read";
+  for (const auto &[args, message] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"mp4-output=" + dir_.path().string()},
+            "parameter 'mp4-output': " + dir_.path().string() + " is a directory"},
+           {{"mp4-output=" + (dir_ / "same").string(), "webm-output=" + (dir_ / "same").string()},
+            "parameters 'mp4-output' and 'webm-output' both write " + (dir_ / "same").string()},
+           {{"poster-output=" + clip.string()},
+            "parameter 'poster-output': " + clip.string() + " is the input 'input'"}}) {
+    std::vector<std::string> argv = {"run", "background-loop", "input=" + clip.string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    r = run(argv);
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_TRUE(contains(r.output, message)) << r.output;
+  }
+  EXPECT_EQ(slurp(clip), "not read");
   r = run({"run", "no-such-pipeline"});
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(contains(r.output, "no pipeline named \"no-such-pipeline\"")) << r.output;

@@ -436,6 +436,33 @@ TEST_F(MakeLoop, InvalidInputIsAClearErrorBeforeAnyWork) {
   message = loop_error(quality, ErrorKind::InvalidArgument, {}, count);
   EXPECT_NE(message.find("h264-crf"), std::string::npos) << message;
   EXPECT_FALSE(fs::exists(dir_ / "f"));
+
+  // x264 encodes 16x16 and up: the 320x180 clip at a height of 8, or made 8 pixels wide.
+  LoopRequest small = request(clip(), "g");
+  small.height = 8;
+  message = loop_error(small, ErrorKind::InvalidArgument, {}, count);
+  EXPECT_NE(message.find("even number of pixels from 16 to 4320"), std::string::npos) << message;
+  const fs::path tall = dir_ / "tall.mp4";
+  ASSERT_TRUE(ffmpeg("-f lavfi -i testsrc=size=90x320:rate=24:duration=2.5 -pix_fmt yuv420p "
+                     "-c:v libx264",
+                     tall));
+  LoopRequest narrow = request(tall, "h");
+  narrow.height = 16;
+  message = loop_error(narrow, ErrorKind::InvalidArgument, {}, count);
+  EXPECT_NE(message.find("is 90x320: at a height of 16 the loop would be 5 pixels wide"),
+            std::string::npos)
+      << message;
+  EXPECT_FALSE(fs::exists(dir_ / "h"));
+
+  // The loop never replaces its own input.
+  const fs::path own = dir_ / "own";
+  fs::create_directories(own);
+  fs::copy_file(clip(), own / "loop.mp4");
+  const std::string before = slurp(own / "loop.mp4");
+  LoopRequest in_place = request(own / "loop.mp4", "own");
+  message = loop_error(in_place, ErrorKind::InvalidArgument, {}, count);
+  EXPECT_NE(message.find("own/loop.mp4 is the input itself"), std::string::npos) << message;
+  EXPECT_EQ(slurp(own / "loop.mp4"), before);
   EXPECT_EQ(calls, 0);
 }
 

@@ -107,6 +107,24 @@ TEST_F(CliTest, UsageErrorsExitTwo) {
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.output.find("one of: none, minimal, abstract, nature, cosmic"), std::string::npos) << r.output;
   EXPECT_EQ(run("frobnicate").code, 2);
+  // Values are checked whole and before any request: background pays for its clip first.
+  const auto out = (dir_ / "bg").string();
+  backend_.clear_requests();
+  for (const auto &[args, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--height 361", "--height: must be 0 (the clip's) or an even number of pixels from 16"},
+           {"--height 8", "--height: must be 0 (the clip's) or an even number of pixels from 16"},
+           {"--height 1e10", "--height expects a whole number from 0 to 4320, got \"1e10\""},
+           {"--height 240ms", "--height expects a whole number from 0 to 4320, got \"240ms\""},
+           {"--crossfade nan", "--crossfade expects a duration such as 500ms, 1.5s or 2min"},
+           {"--crossfade 2x", "--crossfade expects a duration such as 500ms, 1.5s or 2min"},
+           {"--crossfade 5s", "--crossfade: veo-3-fast makes clips of 8 s, and a crossfade can "
+                              "be at most half of the clip, got \"5s\""}}) {
+    r = run("background beach --out " + out + " " + args, env_);
+    EXPECT_EQ(r.code, 2) << args << ": " << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << args << ": " << r.output;
+  }
+  EXPECT_EQ(backend_.requests().size(), 0u) << "a request was sent for a usage error";
+  EXPECT_FALSE(fs::exists(out));
   CliRun help = run("video --help");
   EXPECT_EQ(help.code, 0);
   EXPECT_NE(help.output.find("--mood"), std::string::npos);

@@ -1,7 +1,10 @@
 #include "cli_args.h"
 
 #include <cctype>
+#include <charconv>
+#include <cmath>
 #include <cstdlib>
+#include <utility>
 
 namespace gemstream::cli {
 
@@ -52,23 +55,66 @@ std::string Args::get_or(const std::string &name, const std::string &fallback) c
   return get(name).value_or(fallback);
 }
 
+namespace {
+
+// `text` as a finite number, all of it; nullopt otherwise (strtod also takes "nan" and "inf").
+std::optional<double> finite_number(const std::string &text) {
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])))
+    return std::nullopt;
+  char *end = nullptr;
+  const double d = std::strtod(text.c_str(), &end);
+  if (end == nullptr || *end != '\0' || !std::isfinite(d))
+    return std::nullopt;
+  return d;
+}
+
+} // namespace
+
 double Args::number(const std::string &name, double fallback) const {
   auto v = get(name);
   if (!v)
     return fallback;
+  const auto d = finite_number(*v);
+  if (!d || *d < 0)
+    throw UsageError("--" + name + " expects a non-negative number, got \"" + *v + "\"");
+  return *d;
+}
+
+double Args::seconds(const std::string &name, double fallback) const {
+  auto v = get(name);
+  if (!v)
+    return fallback;
+  static const std::pair<const char *, double> kUnits[] = {
+      {"ms", 0.001}, {"min", 60}, {"s", 1}, {"h", 3600}};
   std::string text = *v;
   double scale = 1;
-  if (text.size() > 2 && text.compare(text.size() - 2, 2, "ms") == 0) {
-    text.resize(text.size() - 2);
-    scale = 0.001;
-  } else if (!text.empty() && text.back() == 's') {
-    text.pop_back();
+  for (const auto &[unit, factor] : kUnits) {
+    const std::size_t n = std::char_traits<char>::length(unit);
+    if (text.size() > n && text.compare(text.size() - n, n, unit) == 0) {
+      text.resize(text.size() - n);
+      scale = factor;
+      break;
+    }
   }
-  char *end = nullptr;
-  double d = std::strtod(text.c_str(), &end);
-  if (text.empty() || end == nullptr || *end != '\0' || d < 0)
-    throw UsageError("--" + name + " expects a non-negative number, got \"" + *v + "\"");
-  return d * scale;
+  const auto d = finite_number(text);
+  if (!d || *d < 0)
+    throw UsageError("--" + name + " expects a duration such as 500ms, 1.5s or 2min, got \"" +
+                     *v + "\"");
+  return *d * scale;
+}
+
+long long Args::integer(const std::string &name, long long fallback, long long min,
+                        long long max) const {
+  auto v = get(name);
+  if (!v)
+    return fallback;
+  long long n = 0;
+  const char *first = v->data(), *last = v->data() + v->size();
+  const auto [end, ec] = std::from_chars(first, last, n);
+  if (v->empty() || ec != std::errc() || end != last || n < min || n > max)
+    throw UsageError("--" + name + " expects a whole number from " + std::to_string(min) +
+                     " to " + std::to_string(max) + ", got \"" + *v + "\"");
+  return n;
 }
 
 std::string slugify(const std::string &text) {

@@ -26,9 +26,14 @@ public:
   std::optional<std::string> get(const std::string &name) const;
   std::string get_or(const std::string &name, const std::string &fallback) const;
   bool has_flag(const std::string &name) const { return flags_.count(name) > 0; }
-  // Parses a non-negative number. An "ms" suffix divides it by 1000 and an "s" suffix is
-  // ignored, so durations come out in seconds.
+  // A finite non-negative number ("2.5").
   double number(const std::string &name, double fallback) const;
+  // A duration in seconds: a finite non-negative number with an optional unit, "ms", "s",
+  // "min" or "h" ("500ms", "1.5s", "1.5" = 1.5 s).
+  double seconds(const std::string &name, double fallback) const;
+  // A whole number in [min, max] ("720"; not "720.5", "1e3" or "720px").
+  long long integer(const std::string &name, long long fallback, long long min,
+                    long long max) const;
 
 private:
   std::vector<std::string> positionals_;

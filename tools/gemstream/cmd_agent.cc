@@ -62,7 +62,7 @@ struct Conversation {
 std::chrono::milliseconds seconds_option(const Args &args, const std::string &name,
                                          double fallback_s) {
   return std::chrono::milliseconds(
-      static_cast<std::int64_t>(args.number(name, fallback_s) * 1000));
+      static_cast<std::int64_t>(args.seconds(name, fallback_s) * 1000));
 }
 
 std::string answer_consent(const Args &args, const std::string &question) {

@@ -120,12 +120,8 @@ int cmd_analyze(const std::vector<std::string> &argv) {
   options.user = spending.user;
   options.keep_upload = args.has_flag("keep-upload");
   int frames = 0;
-  if (auto text = args.get("frames")) {
-    const double n = args.number("frames", 0);
-    if (n < 1 || n > 3600 || n != static_cast<int>(n))
-      throw UsageError("--frames expects a whole number from 1 to 3600, got \"" + *text + "\"");
-    frames = static_cast<int>(n);
-  }
+  if (args.get("frames"))
+    frames = static_cast<int>(args.integer("frames", 0, 1, 3600));
   if (args.get("fps")) {
     const double fps = args.number("fps", 1);
     if (fps <= 0 || fps > 24)

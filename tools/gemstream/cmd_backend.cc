@@ -25,8 +25,9 @@ int cmd_backend(const std::vector<std::string> &argv) {
   if (!args.positionals().empty())
     throw UsageError(kBackendUsage);
   LocalBackendOptions options;
-  options.port = static_cast<std::uint16_t>(args.number("port", 0));
-  options.polls_until_done = static_cast<int>(args.number("polls", options.polls_until_done));
+  options.port = static_cast<std::uint16_t>(args.integer("port", 0, 0, 65535));
+  options.polls_until_done =
+      static_cast<int>(args.integer("polls", options.polls_until_done, 0, 1000000));
   options.bind_address = args.get_or("bind", options.bind_address);
   if (args.has_flag("require-key")) {
     const char *key = std::getenv("GEMSTREAM_BACKEND_KEY");

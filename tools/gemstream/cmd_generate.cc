@@ -351,12 +351,19 @@ void loop_options(const Args &args, LoopJob &job) {
       throw UsageError("--formats: " + e.message());
     }
   }
-  const double crossfade_s = args.number("crossfade", 1.0);
+  const double crossfade_s = args.seconds("crossfade", 1.0);
   if (crossfade_s < 0.04 || crossfade_s > 60)
-    throw UsageError("--crossfade: must be between 40ms and 60s");
+    throw UsageError("--crossfade: must be between 40ms and 60s, got \"" +
+                     args.get_or("crossfade", "") + "\"");
   job.request.crossfade = std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::duration<double>(crossfade_s));
-  job.request.height = static_cast<int>(args.number("height", 0));
+  job.request.height = static_cast<int>(args.integer("height", 0, 0, kMaxLoopHeight));
+  if (job.request.height != 0 &&
+      (job.request.height < kMinLoopHeight || job.request.height % 2 != 0))
+    throw UsageError("--height: must be 0 (the clip's) or an even number of pixels from " +
+                     std::to_string(kMinLoopHeight) + " to " + std::to_string(kMaxLoopHeight) +
+                     " (H.264 and VP9 halve the colour resolution; x264 needs 16), got \"" +
+                     args.get_or("height", "") + "\"");
 }
 
 const std::set<std::string> kLoopOptions = {"out", "formats", "crossfade", "height"};
@@ -417,8 +424,8 @@ int cmd_video(const std::vector<std::string> &argv) {
   job.image = args.get_or("image", "");
   job.negative_prompt = args.get_or("negative-prompt", "");
   job.operation = args.get_or("operation", "");
-  job.poll_interval_s = args.number("poll-interval", 0);
-  job.timeout_s = args.number("timeout", 600);
+  job.poll_interval_s = args.seconds("poll-interval", 0);
+  job.timeout_s = args.seconds("timeout", 600);
   job.raw = args.has_flag("raw");
   job.out = args.get_or("o", args.get_or("output", slugify(job.description.empty() ? "video" : job.description) + ".mp4"));
   return run_video(job, Spending::open(args), nullptr);
@@ -479,8 +486,21 @@ int cmd_background(const std::vector<std::string> &argv) {
   video.description = args.positionals()[0];
   video.mood = args.get_or("mood", "");
   video.model = args.get_or("model", "");
-  video.poll_interval_s = args.number("poll-interval", 0);
+  video.poll_interval_s = args.seconds("poll-interval", 0);
   video.out = dir / "clip.mp4";
+  {
+    // The clip's length is the model's: a crossfade it cannot hold fails before paying.
+    const MediaConfig config = MediaConfig::load_default();
+    const std::string env_model = EnvSettings::from_environment().video_model;
+    const VideoModel &model = config.video_model(
+        model_key(video.model, env_model.empty() ? config.defaults.background_video : env_model));
+    const double crossfade_s = std::chrono::duration<double>(loop.request.crossfade).count();
+    if (2 * crossfade_s > model.duration_seconds)
+      throw UsageError("--crossfade: " + slugify(model.key) + " makes clips of " +
+                       std::to_string(model.duration_seconds) +
+                       " s, and a crossfade can be at most half of the clip, got \"" +
+                       args.get_or("crossfade", "") + "\"");
+  }
   if (int rc = run_video(video, Spending::open(args), nullptr))
     return rc;
   loop.request.input = video.out;

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iterator>
 #include <map>
 #include <string>
@@ -18,6 +19,8 @@
 
 namespace gemstream::cli {
 namespace {
+
+namespace fs = std::filesystem;
 
 struct Invocation {
   std::string file;
@@ -106,14 +109,37 @@ std::string describe_type(const ParameterSpec &p) {
 // put in place after EOS only (OutputFiles).
 void write_outputs_aside(const PipelineFile &file, std::map<std::string, std::string> &values,
                          OutputFiles &outputs) {
-  for (const ParameterSpec &p : file.parameters()) {
-    if (!p.output)
-      continue;
+  const auto value_of = [&](const ParameterSpec &p) {
     auto given = values.find(p.name);
-    const std::string path =
-        given != values.end() ? given->second : p.default_value.value_or(std::string());
-    if (!path.empty())
-      values[p.name] = outputs.add(path).string();
+    return given != values.end() ? given->second : p.default_value.value_or(std::string());
+  };
+  // Before any work: outputs that are directories, that share a file, or that are an input.
+  std::map<fs::path, std::string> claimed; // absolute path -> the output parameter naming it
+  for (const ParameterSpec &p : file.parameters()) {
+    const std::string path = value_of(p);
+    if (!p.output || path.empty())
+      continue;
+    std::error_code ec;
+    if (fs::is_directory(path, ec))
+      throw UsageError("parameter '" + p.name + "': " + path +
+                       " is a directory; give the file to write");
+    const fs::path absolute = fs::absolute(path, ec).lexically_normal();
+    if (auto [it, added] = claimed.emplace(absolute, p.name); !added)
+      throw UsageError("parameters '" + it->second + "' and '" + p.name + "' both write " + path +
+                       "; give each output a file of its own");
+    for (const ParameterSpec &input : file.parameters())
+      if (input.must_exist && !value_of(input).empty() &&
+          fs::equivalent(value_of(input), path, ec))
+        throw UsageError("parameter '" + p.name + "': " + path + " is the input '" + input.name +
+                         "', which the run would replace; write it elsewhere");
+  }
+  for (const ParameterSpec &p : file.parameters()) {
+    const std::string path = value_of(p);
+    if (!p.output || path.empty())
+      continue;
+    if (const fs::path dir = fs::path(path).parent_path(); !dir.empty())
+      fs::create_directories(dir); // as gemstream loop does for --out
+    values[p.name] = outputs.add(path).string();
   }
 }
 

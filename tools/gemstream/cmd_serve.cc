@@ -86,12 +86,8 @@ int cmd_serve(const std::vector<std::string> &argv) {
     throw UsageError("--config FILE is required (start from config/gateway.example.json)\n\n" +
                      std::string(kServeUsage));
   gateway::GatewayConfig config = gateway::GatewayConfig::load(*config_file);
-  if (auto port = args.get("port")) {
-    const double n = args.number("port", 0);
-    if (n != static_cast<int>(n) || n > 65535)
-      throw UsageError("--port expects a port number from 0 to 65535, got \"" + *port + "\"");
-    config.port = static_cast<std::uint16_t>(n);
-  }
+  if (args.get("port"))
+    config.port = static_cast<std::uint16_t>(args.integer("port", 0, 0, 65535));
   config.listen_address = args.get_or("bind", config.listen_address);
   if (auto dir = args.get("media-dir"))
     config.media_dir = *dir;

@@ -44,6 +44,11 @@ GEMSTREAM_API const char *file_name(LoopFormat format) noexcept;
 // Error(InvalidArgument) naming an unknown format, or for an empty list.
 GEMSTREAM_API std::vector<LoopFormat> parse_loop_formats(const std::string &list);
 
+// Output heights other than 0 (the input's): even (H.264 and VP9 halve the colour resolution)
+// and from 16 (x264's smallest frame; the width, which follows the aspect ratio, too) to 4320.
+constexpr int kMinLoopHeight = 16;
+constexpr int kMaxLoopHeight = 4320;
+
 struct LoopRequest {
   std::filesystem::path input;   // any container and codecs GStreamer decodes, with video
   std::filesystem::path out_dir; // created if missing; outputs are file_name(format) in it
