@@ -334,10 +334,26 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
   file.validate(values);
 
   std::error_code ec;
+  const bool dir_existed = fs::exists(request.out_dir, ec);
   fs::create_directories(request.out_dir, ec);
   if (ec || !fs::is_directory(request.out_dir))
     throw Error(ErrorKind::Io, "cannot create the output directory " + request.out_dir.string() +
                                    (ec ? ": " + ec.message() : ""));
+  // A failed or cancelled run leaves no directory it made either (its temporary files go first).
+  struct RemoveIfEmpty {
+    OutputFiles &outputs;
+    fs::path dir;
+    bool armed;
+    ~RemoveIfEmpty() {
+      if (!armed)
+        return;
+      outputs.discard();
+      std::error_code ec;
+      if (fs::is_empty(dir, ec) && !ec)
+        fs::remove(dir, ec);
+    }
+  } made_dir{outputs, request.out_dir, !dir_existed};
+  outputs.check_writable();
 
   // Asked while the pipeline runs: opening libavcodec's AAC encoder takes about 2 ms.
   std::future<std::uint32_t> aac_delay;
@@ -369,6 +385,7 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
   if (aac_delay.valid())
     mp4::skip_audio_priming(mp4_temporary, aac_delay.get());
   const std::vector<fs::path> written = outputs.commit(true);
+  made_dir.armed = false;
   for (std::size_t i = 0; i < written.size(); ++i)
     result.files[request.formats[i]] = written[i];
   progress.report(100);

@@ -119,6 +119,8 @@ MediaInfo probe_media(const std::filesystem::path &path, const ProbeLimits &limi
   MediaInfo info;
   info.path = path;
   std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw Error(ErrorKind::InvalidArgument, path.string() + ": a directory, not a video file");
   if (!std::filesystem::is_regular_file(path, ec))
     throw Error(ErrorKind::Io, path.string() + ": no such file");
   info.size_bytes = std::filesystem::file_size(path, ec);

@@ -9,6 +9,7 @@
 #include <random>
 #include <string_view>
 #include <system_error>
+#include <fcntl.h>
 #include <unistd.h>
 
 namespace gemstream {
@@ -82,6 +83,17 @@ fs::path OutputFiles::add(const fs::path &final_path) {
       final_path.parent_path() / ("." + final_path.filename().string() + "." + token_ + ".part");
   entries_.push_back({final_path, temporary});
   return temporary;
+}
+
+void OutputFiles::check_writable() const {
+  for (const Entry &e : entries_) {
+    const int fd = ::open(e.temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0)
+      throw Error(ErrorKind::Io, "cannot write " + e.final_path.string() + ": " +
+                                     std::generic_category().message(errno));
+    ::close(fd);
+    ::unlink(e.temporary.c_str());
+  }
 }
 
 void OutputFiles::discard() noexcept {

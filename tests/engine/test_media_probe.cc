@@ -114,6 +114,7 @@ TEST_F(ProbeTest, NotAVideoTooLargeNoVideoAndOtherContainers) {
   EXPECT_NEAR(info.duration_s, 2.0, 0.15);
 
   EXPECT_THROW(probe_media(dir_ / "missing.mp4"), Error);
+  EXPECT_EQ(error_of(dir_), dir_.string() + ": a directory, not a video file");
 }
 
 // An MP4's header (moov) describes its streams, so the probe reads them from it without decoding;

@@ -114,6 +114,22 @@ TEST_F(OutputFilesTest, AFileTheRunDidNotWriteIsAnErrorOnlyWhenAllAreRequired) {
   EXPECT_EQ(names(), std::set<std::string>{"a.mp4"});
 }
 
+TEST_F(OutputFilesTest, AnOutputThatCannotBeWrittenFailsBeforeAnyWork) {
+  OutputFiles files;
+  files.add(dir_ / "loop.mp4");
+  files.check_writable();
+  EXPECT_TRUE(names().empty()) << "the check leaves no file";
+  files.add(dir_ / "missing" / "loop.webm");
+  try {
+    files.check_writable();
+    ADD_FAILURE() << "a file in a missing directory passed the check";
+  } catch (const gemstream::Error &e) {
+    EXPECT_EQ(e.kind(), gemstream::ErrorKind::Io);
+    EXPECT_EQ(e.message(), "cannot write " + (dir_ / "missing" / "loop.webm").string() +
+                               ": No such file or directory");
+  }
+}
+
 TEST_F(OutputFilesTest, TemporaryFilesOfAKilledWriterAreRemovedOnceStale) {
   const auto old =
       fs::file_time_type::clock::now() - OutputFiles::kStaleAfter - std::chrono::minutes(1);

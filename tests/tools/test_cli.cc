@@ -124,6 +124,9 @@ TEST_F(CliTest, UsageErrorsExitTwo) {
     EXPECT_NE(r.output.find(message), std::string::npos) << args << ": " << r.output;
   }
   EXPECT_EQ(backend_.requests().size(), 0u) << "a request was sent for a usage error";
+  r = run("loop " + (dir_ / "any.mp4").string() + " --out ''", env_);
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("--out: give the directory"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(out));
   CliRun help = run("video --help");
   EXPECT_EQ(help.code, 0);

@@ -334,9 +334,11 @@ int run_loop(const LoopJob &job) {
   for (const std::string &warning : result.warnings)
     std::fprintf(stderr, "warning: %s\n", warning.c_str());
   const MediaStreamInfo &v = *result.input.video();
-  std::fprintf(stderr, "looped %s (%.1f s, %dx%d, %s): %.2f s loop\n", job.request.input.c_str(),
-               result.input.duration_s, v.width, v.height, result.audio ? "with audio" : "no audio",
-               result.duration_s);
+  const bool turned = v.rotation == 90 || v.rotation == 270; // shown upright, as looped
+  std::fprintf(stderr, "looped %s (%.1f s, %dx%d%s, %s): %.2f s loop\n",
+               job.request.input.c_str(), result.input.duration_s, turned ? v.height : v.width,
+               turned ? v.width : v.height, v.rotation ? " upright" : "",
+               result.audio ? "with audio" : "no audio", result.duration_s);
   for (const auto &[format, path] : result.files)
     std::printf("%s: %s\n", to_string(format), path.c_str());
   return 0;
@@ -468,6 +470,8 @@ int cmd_loop(const std::vector<std::string> &argv) {
   LoopJob job;
   job.request.input = args.positionals()[0];
   job.request.out_dir = *args.get("out");
+  if (job.request.out_dir.empty())
+    throw UsageError("--out: give the directory to write the loop to");
   loop_options(args, job);
   job.quiet = args.has_flag("quiet");
   return run_loop(job);
@@ -480,6 +484,8 @@ int cmd_background(const std::vector<std::string> &argv) {
   if (args.positionals().size() != 1 || !args.get("out"))
     throw UsageError(kBackgroundUsage);
   const fs::path dir = *args.get("out");
+  if (dir.empty())
+    throw UsageError("--out: give the directory to write the clip and its loop to");
   LoopJob loop;
   loop_options(args, loop); // usage errors before paying for the video
   VideoJob video;

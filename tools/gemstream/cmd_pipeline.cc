@@ -195,6 +195,7 @@ int cmd_run(const std::vector<std::string> &argv) {
   resolve(file, inv.values);
   OutputFiles outputs;
   write_outputs_aside(file, inv.values, outputs);
+  outputs.check_writable();
   PipelineRunner runner(Pipeline::from_file(file, inv.values));
   runner.quiet = inv.quiet;
   runner.cancel_on_interrupt = file.interrupt() == PipelineFile::Interrupt::Cancel;

@@ -29,6 +29,11 @@ public:
   // Registers `final_path`; returns the temporary path to write instead.
   std::filesystem::path add(const std::filesystem::path &final_path);
 
+  // Creates and removes each temporary file, so that an output that cannot be written (a
+  // read-only or missing directory) fails before any work: Error(Io) naming the final file
+  // and the reason.
+  void check_writable() const;
+
   // Removes the temporary files (a failed run, or before running again).
   void discard() noexcept;
 
