@@ -1011,6 +1011,25 @@ ParameterValues PipelineFile::validate(const std::map<std::string, std::string> 
   return out;
 }
 
+std::set<std::string>
+PipelineFile::used_parameters(const std::map<std::string, std::string> &values) const {
+  const ParameterValues resolved = validate(values);
+  std::set<std::string> used;
+  for (const auto &fragment : impl_->fragments) {
+    if (!std::all_of(fragment.when.begin(), fragment.when.end(),
+                     [&](const Condition &c) { return holds(c, resolved); }))
+      continue;
+    for (const auto &piece : fragment.pieces) {
+      if (piece.kind == Piece::Kind::Bare)
+        used.insert(piece.param);
+      for (const auto &part : piece.parts)
+        if (part.is_param)
+          used.insert(part.text);
+    }
+  }
+  return used;
+}
+
 std::string PipelineFile::resolve(const std::map<std::string, std::string> &values) const {
   const ParameterValues resolved = validate(values);
   std::string line;

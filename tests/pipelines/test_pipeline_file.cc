@@ -235,6 +235,19 @@ TEST(PipelineFile, FileErrorsNameTheFileAndTheJsonPointer) {
             "comma-separated list)");
 }
 
+TEST(PipelineFile, UsedParametersAreThoseOfTheSelectedBranches) {
+  const PipelineFile f = parse(file_with(
+      R"("formats": {"type": "flags", "allowed": ["a", "b"], "default": "a", "doc": "F."},
+         "a-out": {"type": "path", "output": true, "default": "a.bin", "doc": "A."},
+         "b-out": {"type": "path", "output": true, "default": "b.bin", "doc": "B."})",
+      "src ! tee name=t",
+      R"(, "branches": [{"when": "formats=a", "graph": "t. ! sink location=${a-out}"},
+                        {"when": "formats=b", "graph": "t. ! sink location=${b-out}"}])"));
+  EXPECT_EQ(f.used_parameters({}), (std::set<std::string>{"a-out"}));
+  EXPECT_EQ(f.used_parameters({{"formats", "a,b"}}), (std::set<std::string>{"a-out", "b-out"}));
+  EXPECT_EQ(f.used_parameters({{"formats", "b"}}), (std::set<std::string>{"b-out"}));
+}
+
 TEST(PipelineFile, InterruptSaysWhetherAStoppedRunKeepsItsOutput) {
   EXPECT_EQ(parse(file_with("", "fakesrc ! fakesink")).interrupt(),
             PipelineFile::Interrupt::Finish);

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <iterator>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -113,12 +114,17 @@ void write_outputs_aside(const PipelineFile &file, std::map<std::string, std::st
     auto given = values.find(p.name);
     return given != values.end() ? given->second : p.default_value.value_or(std::string());
   };
+  // Only the outputs the selected branches write (formats=mp4 writes no WebM).
+  const std::set<std::string> used = file.used_parameters(values);
+  const auto written = [&](const ParameterSpec &p) {
+    return p.output && used.count(p.name) && !value_of(p).empty();
+  };
   // Before any work: outputs that are directories, that share a file, or that are an input.
   std::map<fs::path, std::string> claimed; // absolute path -> the output parameter naming it
   for (const ParameterSpec &p : file.parameters()) {
-    const std::string path = value_of(p);
-    if (!p.output || path.empty())
+    if (!written(p))
       continue;
+    const std::string path = value_of(p);
     std::error_code ec;
     if (fs::is_directory(path, ec))
       throw UsageError("parameter '" + p.name + "': " + path +
@@ -134,9 +140,9 @@ void write_outputs_aside(const PipelineFile &file, std::map<std::string, std::st
                          "', which the run would replace; write it elsewhere");
   }
   for (const ParameterSpec &p : file.parameters()) {
-    const std::string path = value_of(p);
-    if (!p.output || path.empty())
+    if (!written(p))
       continue;
+    const std::string path = value_of(p);
     if (const fs::path dir = fs::path(path).parent_path(); !dir.empty())
       fs::create_directories(dir); // as gemstream loop does for --out
     values[p.name] = outputs.add(path).string();

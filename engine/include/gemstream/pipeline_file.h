@@ -24,6 +24,7 @@
 
 #include <filesystem>
 #include <map>
+#include <set>
 #include <memory>
 #include <optional>
 #include <string>
@@ -108,6 +109,10 @@ public:
   ParameterValues validate(const std::map<std::string, std::string> &values) const;
   // validate() and substitution: the gst-launch line to run.
   std::string resolve(const std::map<std::string, std::string> &values) const;
+  // The parameters whose values the graph and the branches that `values` select substitute
+  // (an output of a branch left out is not written, for example); `when` conditions do not
+  // count. validate() first, like resolve().
+  std::set<std::string> used_parameters(const std::map<std::string, std::string> &values) const;
 
 private:
   struct Impl;
