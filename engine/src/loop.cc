@@ -227,8 +227,7 @@ std::vector<LoopFormat> parse_loop_formats(const std::string &list) {
   return out;
 }
 
-LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
-                     const LoopProgress &progress_fn) {
+void check_loop_request(const LoopRequest &request) {
   if (request.formats.empty())
     throw Error(ErrorKind::InvalidArgument,
                 "no loop format to write (choose from mp4, webm, poster)");
@@ -244,6 +243,11 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
                     std::to_string(kMinLoopHeight) + " to " + std::to_string(kMaxLoopHeight) +
                     " (H.264 and VP9 halve the colour resolution; x264 needs 16), not " +
                     std::to_string(request.height));
+}
+
+LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
+                     const LoopProgress &progress_fn) {
+  check_loop_request(request);
   if (cancel.cancelled())
     throw_cancelled(request.input);
 

@@ -111,8 +111,11 @@ TEST_F(CliTest, UsageErrorsExitTwo) {
   const auto out = (dir_ / "bg").string();
   backend_.clear_requests();
   for (const auto &[args, message] : std::vector<std::pair<std::string, std::string>>{
-           {"--height 361", "--height: must be 0 (the clip's) or an even number of pixels from 16"},
-           {"--height 8", "--height: must be 0 (the clip's) or an even number of pixels from 16"},
+           {"--height 361", "the output height must be 0 (the input's) or an even number of "
+                            "pixels from 16 to 4320 (H.264 and VP9 halve the colour resolution; "
+                            "x264 needs 16), not 361"},
+           {"--height 8", "an even number of pixels from 16 to 4320"},
+           {"--crossfade 10ms", "the crossfade must be between 40 ms and 60 s, not 0.01 s"},
            {"--height 1e10", "--height expects a whole number from 0 to 4320, got \"1e10\""},
            {"--height 240ms", "--height expects a whole number from 0 to 4320, got \"240ms\""},
            {"--crossfade nan", "--crossfade expects a duration such as 500ms, 1.5s or 2min"},

@@ -353,19 +353,14 @@ void loop_options(const Args &args, LoopJob &job) {
       throw UsageError("--formats: " + e.message());
     }
   }
-  const double crossfade_s = args.seconds("crossfade", 1.0);
-  if (crossfade_s < 0.04 || crossfade_s > 60)
-    throw UsageError("--crossfade: must be between 40ms and 60s, got \"" +
-                     args.get_or("crossfade", "") + "\"");
   job.request.crossfade = std::chrono::duration_cast<std::chrono::nanoseconds>(
-      std::chrono::duration<double>(crossfade_s));
+      std::chrono::duration<double>(args.seconds("crossfade", 1.0)));
   job.request.height = static_cast<int>(args.integer("height", 0, 0, kMaxLoopHeight));
-  if (job.request.height != 0 &&
-      (job.request.height < kMinLoopHeight || job.request.height % 2 != 0))
-    throw UsageError("--height: must be 0 (the clip's) or an even number of pixels from " +
-                     std::to_string(kMinLoopHeight) + " to " + std::to_string(kMaxLoopHeight) +
-                     " (H.264 and VP9 halve the colour resolution; x264 needs 16), got \"" +
-                     args.get_or("height", "") + "\"");
+  try {
+    check_loop_request(job.request);
+  } catch (const Error &e) {
+    throw UsageError(e.message());
+  }
 }
 
 const std::set<std::string> kLoopOptions = {"out", "formats", "crossfade", "height"};

@@ -90,6 +90,11 @@ struct LoopResult {
 // that called make_loop(). 100 means every output is complete and in place.
 using LoopProgress = std::function<void(double percent)>;
 
+// The checks of a request that need no input: formats, the crossfade's range, the height.
+// Throws Error(InvalidArgument) as make_loop() would; for a caller that must know before it
+// pays for a clip to loop.
+GEMSTREAM_API void check_loop_request(const LoopRequest &request);
+
 // Makes the loop; blocks until it is written or has failed. Throws:
 //   Error(InvalidArgument) before any work for a bad request (no formats, crossfade out of
 //     range) or input (not a media file, no video, truncated, shorter than 2 × crossfade);
