@@ -273,13 +273,13 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
                 request.input.string() + " is " + seconds_text(clip_s) + " long; a crossfade of " +
                     seconds_text(crossfade_rounded_s) + " needs a clip of at least " +
                     seconds_text(2 * crossfade_rounded_s));
+  const int scaled_height = output_height(request.height, video); // 0: the input's
   // x264 encodes frames of 16x16 pixels and more; the width follows the height asked for.
   {
     const bool turned = video.rotation == 90 || video.rotation == 270;
     const int upright_w = turned ? video.height : video.width;
     const int upright_h = turned ? video.width : video.height;
-    const int out_h = output_height(request.height, video) > 0 ? output_height(request.height, video)
-                                                               : upright_h;
+    const int out_h = scaled_height > 0 ? scaled_height : upright_h;
     const int out_w =
         upright_h > 0 ? static_cast<int>(std::lround(double(out_h) * upright_w / upright_h)) : 0;
     if (out_w < kMinLoopHeight || out_h < kMinLoopHeight)
@@ -309,7 +309,7 @@ LoopResult make_loop(const LoopRequest &request, const CancelToken &cancel,
       {"decode", result.decode},
       {"audio", result.audio ? "true" : "false"},
       {"crossfade", std::to_string(request.crossfade.count()) + "ns"},
-      {"height", std::to_string(output_height(request.height, video))},
+      {"height", std::to_string(scaled_height)},
       {"fps", std::to_string(constant_fps)},
       // videoflip copies every frame even when it turns nothing: only for a rotated clip.
       {"orientation", video.rotation ? "auto" : "as-stored"},

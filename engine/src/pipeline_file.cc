@@ -899,6 +899,12 @@ bool holds(const Condition &c, const ParameterValues &values) {
   return c.negate ? !result : result;
 }
 
+// Whether `values` select the fragment: all its `when` conditions hold.
+bool selected(const Fragment &fragment, const ParameterValues &values) {
+  return std::all_of(fragment.when.begin(), fragment.when.end(),
+                     [&](const Condition &c) { return holds(c, values); });
+}
+
 } // namespace
 
 PipelineFile::PipelineFile(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -1016,8 +1022,7 @@ PipelineFile::used_parameters(const std::map<std::string, std::string> &values) 
   const ParameterValues resolved = validate(values);
   std::set<std::string> used;
   for (const auto &fragment : impl_->fragments) {
-    if (!std::all_of(fragment.when.begin(), fragment.when.end(),
-                     [&](const Condition &c) { return holds(c, resolved); }))
+    if (!selected(fragment, resolved))
       continue;
     for (const auto &piece : fragment.pieces) {
       if (piece.kind == Piece::Kind::Bare)
@@ -1034,8 +1039,7 @@ std::string PipelineFile::resolve(const std::map<std::string, std::string> &valu
   const ParameterValues resolved = validate(values);
   std::string line;
   for (const auto &fragment : impl_->fragments) {
-    if (!std::all_of(fragment.when.begin(), fragment.when.end(),
-                     [&](const Condition &c) { return holds(c, resolved); }))
+    if (!selected(fragment, resolved))
       continue;
     std::string text;
     for (const auto &piece : fragment.pieces) {

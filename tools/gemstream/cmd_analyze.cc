@@ -119,9 +119,7 @@ int cmd_analyze(const std::vector<std::string> &argv) {
   options.model_id = args.get_or("model", media.pricing.video_analysis.model);
   options.user = spending.user;
   options.keep_upload = args.has_flag("keep-upload");
-  int frames = 0;
-  if (args.get("frames"))
-    frames = static_cast<int>(args.integer("frames", 0, 1, 3600));
+  const int frames = static_cast<int>(args.integer("frames", 0, 1, 3600)); // 0: not given
   if (args.get("fps")) {
     const double fps = args.number("fps", 1);
     if (fps <= 0 || fps > 24)
